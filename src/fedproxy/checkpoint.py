@@ -1,0 +1,36 @@
+"""Atomic checkpoints that never overwrite the last good one with a broken file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import FedProxyError
+
+
+def save(obj: Any, path: Path) -> None:
+    """Write to a temp file, then rename over the old one, keeping it as ``.prev``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> Any | None:
+    """The checkpoint at ``path`` (or None). A corrupt file is reported, never silently used."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        prev = path.with_name(path.name + ".prev")
+        hint = f"; the previous checkpoint {prev} is intact" if prev.exists() else ""
+        raise FedProxyError(
+            f"checkpoint {path} is corrupt ({type(err).__name__}){hint}; move it away to resume from the "
+            "previous one or start without --resume"
+        ) from None

@@ -1,0 +1,76 @@
+"""Align the proxy to the LLM on server text: logit KL + hidden-state matching at mapped layers."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import checkpoint
+from ..config import CompressConfig
+from ..modeling import autocast
+from .base import ProxyMap
+
+
+def trainable_block_params(model) -> dict[str, torch.nn.Parameter]:
+    """Block and final-norm parameters; embeddings stay shared with the LLM."""
+    return {n: p for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n}
+
+
+def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, torch.Tensor]],
+            cfg: CompressConfig, device: torch.device, seed: int, bf16: bool = False,
+            ckpt_dir: Path | None = None, progress: bool = True) -> list[float]:
+    """Train ``proxy`` in place; returns the loss history. Resumes from ``ckpt_dir`` if present."""
+    params = trainable_block_params(proxy)
+    for n, p in proxy.named_parameters():
+        p.requires_grad_(n in params)
+    opt = torch.optim.AdamW(params.values(), lr=cfg.distill_lr, weight_decay=0.0)
+    rng = random.Random(seed)
+    start, history = 0, []
+    ckpt = ckpt_dir / "distill.pt" if ckpt_dir else None
+    if ckpt and (state := checkpoint.load(ckpt)) is not None:
+        proxy.load_state_dict(state["params"], strict=False)
+        opt.load_state_dict(state["opt"])
+        start, history = state["step"], state["history"]
+        rng.setstate(state["rng"])
+    # Teacher position of proxy block j's output: the input of the next kept LLM block.
+    teacher_idx = pmap.keep[1:]
+    llm.eval()
+    proxy.train()
+    t = cfg.temperature
+    bar = tqdm(range(start, cfg.distill_steps), desc="distill proxy", disable=not progress, initial=start,
+               total=cfg.distill_steps)
+    for step in bar:
+        ids, mask = text_batches[rng.randrange(len(text_batches))]
+        ids, mask = ids.to(device), mask.to(device)
+        valid = mask.bool()
+        with torch.no_grad(), autocast(device, bf16):
+            tout = llm(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        with autocast(device, bf16):
+            sout = proxy(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        s_logits, t_logits = sout.logits[valid].float() / t, tout.logits[valid].float() / t
+        loss = cfg.kl_weight * F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True,
+                                        reduction="batchmean") * t * t
+        if cfg.hidden_weight > 0 and teacher_idx:
+            hid = 0.0
+            for j, ti in enumerate(teacher_idx):
+                th, sh = tout.hidden_states[ti][valid].float(), sout.hidden_states[j + 1][valid].float()
+                # Normalised by the teacher's scale: residual streams grow with depth.
+                hid = hid + F.mse_loss(sh, th) / th.pow(2).mean().clamp_min(1e-6)
+            loss = loss + cfg.hidden_weight * hid / len(teacher_idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        opt.step()
+        history.append(float(loss))
+        bar.set_postfix(loss=f"{history[-1]:.3f}")
+        if ckpt and ((step + 1) % 10 == 0 or step + 1 == cfg.distill_steps):
+            checkpoint.save({"params": {n: p.detach().cpu() for n, p in params.items()}, "opt": opt.state_dict(),
+                             "step": step + 1, "history": history, "rng": rng.getstate()}, ckpt)
+    proxy.eval()
+    for p in proxy.parameters():
+        p.requires_grad_(False)
+    return history

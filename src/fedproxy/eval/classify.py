@@ -1,0 +1,45 @@
+"""Accuracy by scoring the label continuations, plus held-out label loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.benchmark import Example
+from ..data.encode import Encoder, batches
+from ..objectives import score_first_tokens, sequence_logprob
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
+             batch_size: int = 32) -> dict[str, float]:
+    """Accuracy (argmax over label continuations) and mean label NLL on ``examples``."""
+    model.eval()
+    correct, nll_sum = 0, 0.0
+    firsts = [t[0] for t in encoder.label_tokens]
+    for chunk in batches(examples, batch_size):
+        gold = encoder.batch(chunk, with_label=True).to(device)
+        if encoder.first_token_scoring:
+            scores, nll = score_first_tokens(model, gold, firsts)
+        else:  # labels share a first token: score every full continuation
+            nll = -sequence_logprob(model, gold) / torch.tensor([len(x) for x in gold.label_ids], device=device)
+            scores = torch.stack([
+                sequence_logprob(model, encoder.batch(chunk, True, [c] * len(chunk)).to(device))
+                for c in range(len(encoder.label_tokens))
+            ], dim=1)
+        correct += int((scores.argmax(1) == gold.labels).sum())
+        nll_sum += float(nll.sum())
+    n = max(1, len(examples))
+    return {"accuracy": correct / n, "loss": nll_sum / n, "n": len(examples)}
+
+
+def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Example]], names: list[str],
+                     device: torch.device, batch_size: int = 32) -> dict:
+    """Per-client and pooled metrics (pooled = example-weighted over all clients)."""
+    per = {name: evaluate(model, encoder, t, device, batch_size) for name, t in zip(names, tests)}
+    n = sum(m["n"] for m in per.values())
+    return {
+        "accuracy": sum(m["accuracy"] * m["n"] for m in per.values()) / n,
+        "loss": sum(m["loss"] * m["n"] for m in per.values()) / n,
+        "per_client": per,
+    }

@@ -1,0 +1,116 @@
+"""Client side: fine-tune the proxy on private data and return only a parameter update."""
+
+from __future__ import annotations
+
+import copy
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..aggregate.base import Delta
+from ..compress.base import split_block_key
+from ..config import FedConfig
+from ..data.benchmark import Example
+from ..data.encode import Encoder, infinite_batches
+from ..modeling import autocast, load_params, snapshot
+from ..objectives import label_loss
+
+
+@dataclass
+class ClientResult:
+    """What a client sends back: an update (dense delta or LoRA factors) and scalar metrics."""
+
+    update: Delta
+    num_examples: int
+    metrics: dict = field(default_factory=dict)
+    kind: str = "dense"  # or "lora"
+
+
+def trainable_names(model: torch.nn.Module, cfg: FedConfig, blocks_only: list[int] | None = None) -> list[str]:
+    """Names of the parameters a client trains and ships.
+
+    Blocks and the final norm by default; embeddings only when ``cfg.train_embeddings``.
+    ``blocks_only`` restricts training to those block ids (Offsite-Tuning's adapter).
+    """
+    names = []
+    for n, _ in model.named_parameters():
+        parts = split_block_key(n)
+        if parts is None:
+            is_embed = "embed_tokens" in n or "lm_head" in n
+            if blocks_only is None and (cfg.train_embeddings or not is_embed):
+                names.append(n)
+        elif blocks_only is None or parts[1] in blocks_only:
+            names.append(n)
+    return names
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Example], encoder: Encoder,
+                cfg: FedConfig, device: torch.device, seed: int, bf16: bool = False,
+                progress: str | None = None) -> ClientResult:
+    """Run ``cfg.local_steps`` AdamW steps from ``global_params``; return the update.
+
+    Full fine-tuning returns the dense delta of the trained tensors. With ``cfg.lora_r > 0``
+    a peft LoRA adapter is trained on all linear layers of the blocks and only its factors
+    are returned (see :func:`fedproxy.federated.lora.lora_to_dense`).
+    """
+    load_params(model, global_params)
+    names = list(global_params)
+    if cfg.lora_r > 0:
+        train_model, params = _lora_model(model, cfg, names)
+    else:
+        train_model = model
+        own = dict(model.named_parameters())
+        params = {n: own[n] for n in names}
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in params)
+    anchor = {n: global_params[n].to(device) for n in names} if cfg.prox_mu > 0 and cfg.lora_r == 0 else None
+    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
+    rng = random.Random(seed)
+    stream = infinite_batches(examples, cfg.batch_size, rng)
+    train_model.train()
+    losses, tokens = [], 0
+    t0 = time.perf_counter()
+    for _ in tqdm(range(cfg.local_steps), desc=progress, disable=progress is None, leave=False):
+        batch = encoder.batch(next(stream), with_label=True).to(device)
+        with autocast(device, bf16):
+            loss = label_loss(train_model, batch)
+        total = loss
+        if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
+            total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        opt.step()
+        losses.append(float(loss))
+        tokens += int(batch.attention_mask.sum())
+    seconds = time.perf_counter() - t0
+    train_model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    metrics = {"train_loss": sum(losses) / len(losses), "tokens_per_s": tokens / max(seconds, 1e-9),
+               "train_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tokens": tokens}
+    if cfg.lora_r > 0:
+        factors = {n: p.detach().float().cpu().clone() for n, p in params.items()}
+        return ClientResult(factors, len(examples), metrics, kind="lora")
+    after = snapshot(model, names)
+    return ClientResult({n: after[n] - global_params[n] for n in names}, len(examples), metrics)
+
+
+def _lora_model(model, cfg: FedConfig, names: list[str]):
+    from peft import LoraConfig, get_peft_model
+
+    from .lora import LORA_TARGETS
+
+    # A throwaway copy: the shared proxy object must stay a plain model between clients.
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(
+        r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0, target_modules=list(LORA_TARGETS)))
+    params = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    return peft_model, params

@@ -1,0 +1,144 @@
+"""Server side: sampling, validation, aggregation, checkpoints. Shared by the in-process
+runner below and the Flower ServerApp, so both compute the same result for the same seed."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import checkpoint
+from ..aggregate import AGGREGATORS, AggOptions, add_gaussian_noise, clip_update, dp_epsilon, validate_update
+from ..aggregate.base import Delta
+from ..config import FedConfig
+from ..data.benchmark import Example
+from ..data.encode import Encoder
+from ..errors import ConfigError, UpdateRejected
+from .client import ClientResult, local_train
+from .lora import lora_to_dense
+
+log = logging.getLogger("fedproxy.server")
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def client_seed(seed: int, round_idx: int, client: int) -> int:
+    return seed * 1_000_003 + round_idx * 1009 + client
+
+
+class FederatedServer:
+    """Holds the global proxy parameters and turns client results into rounds."""
+
+    def __init__(self, global_params: Delta, cfg: FedConfig, seed: int, num_clients: int) -> None:
+        if cfg.dp_noise > 0 and cfg.aggregator != "fedavg":
+            raise ConfigError(
+                f"client-level DP is calibrated for fedavg; set fed.aggregator='fedavg' (got '{cfg.aggregator}')"
+            )
+        self.cfg, self.seed, self.num_clients = cfg, seed, num_clients
+        self.aggregate_fn = AGGREGATORS.get(cfg.aggregator)
+        self.opts = AggOptions(density=cfg.ties_density, server_lr=cfg.server_lr, seed=seed)
+        self.initial = {k: v.detach().float().cpu().clone() for k, v in global_params.items()}
+        self.params = {k: v.clone() for k, v in self.initial.items()}
+        self.shapes = {k: v.shape for k, v in self.params.items()}
+        self.agg_state: dict = {}
+        self.round = 0
+        self.history: list[dict] = []
+
+    # ---- rounds ---------------------------------------------------------------------
+    def sample(self, round_idx: int) -> list[int]:
+        k = min(self.num_clients, max(self.cfg.min_clients, math.ceil(self.cfg.fraction * self.num_clients)))
+        return sorted(random.Random(self.seed * 7919 + round_idx).sample(range(self.num_clients), k))
+
+    def aggregate(self, results: list[tuple[int, ClientResult]], extra: dict | None = None) -> dict:
+        """Validate, (optionally) privatise and merge client results into the global params."""
+        t0 = time.perf_counter()
+        deltas, sizes, accepted, rejected, metrics = [], [], [], [], {}
+        for cid, res in sorted(results, key=lambda r: r[0]):
+            try:
+                delta = self._dense(res)
+                norm = validate_update(delta, self.shapes, self.cfg.max_update_norm)
+            except (UpdateRejected, KeyError) as err:
+                log.warning("round %d: rejected update from client %d: %s", self.round + 1, cid, err)
+                rejected.append({"client": cid, "reason": str(err)})
+                continue
+            if self.cfg.dp_clip > 0:
+                delta = clip_update(delta, self.cfg.dp_clip)
+            deltas.append(delta)
+            sizes.append(res.num_examples)
+            accepted.append(cid)
+            metrics[cid] = {**res.metrics, "update_norm": norm, "bytes_up": tensor_bytes(res.update)}
+        record = {"round": self.round + 1, "clients": accepted, "rejected": rejected, "client_metrics": metrics,
+                  "bytes_down_per_client": tensor_bytes(self.params), **(extra or {})}
+        if deltas:
+            agg = self.aggregate_fn(deltas, sizes, self.opts, self.agg_state)
+            if self.cfg.dp_noise > 0:
+                gen = torch.Generator().manual_seed(self.seed * 31 + self.round)
+                agg = add_gaussian_noise(agg, self.cfg.dp_noise, self.cfg.dp_clip, len(deltas), gen)
+            self.params = {k: self.params[k] + agg[k].to(self.params[k].dtype) for k in self.params}
+            record["train_loss"] = sum(m["train_loss"] for m in metrics.values()) / len(metrics)
+            if "last_weights" in self.agg_state:
+                record["client_weights"] = self.agg_state["last_weights"]
+        else:
+            log.warning("round %d: no valid client update; global model unchanged", self.round + 1)
+        record["aggregate_seconds"] = time.perf_counter() - t0
+        self.round += 1
+        self.history.append(record)
+        return record
+
+    def _dense(self, res: ClientResult) -> Delta:
+        return lora_to_dense(res.update, self.params) if res.kind == "lora" else res.update
+
+    # ---- results & persistence ------------------------------------------------------
+    def total_delta(self) -> Delta:
+        return {k: self.params[k] - self.initial[k] for k in self.params}
+
+    def privacy(self, delta: float = 1e-5) -> dict | None:
+        if self.cfg.dp_noise <= 0:
+            return None
+        q = len(self.sample(0)) / self.num_clients
+        return {"epsilon": dp_epsilon(self.cfg.dp_noise, q, self.round, delta), "delta": delta,
+                "noise_multiplier": self.cfg.dp_noise, "clip": self.cfg.dp_clip, "rounds": self.round,
+                "accountant": "opacus.RDPAccountant"}
+
+    def state_dict(self) -> dict:
+        return {"params": self.params, "initial": self.initial, "agg_state": self.agg_state,
+                "round": self.round, "history": self.history, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ConfigError(f"checkpoint was made with seed {state['seed']}, this run uses {self.seed}")
+        self.params, self.initial = state["params"], state["initial"]
+        self.agg_state, self.round, self.history = state["agg_state"], state["round"], state["history"]
+
+
+def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[list[Example]], encoder: Encoder,
+                   cfg: FedConfig, device: torch.device, seed: int, bf16: bool = False,
+                   ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
+                   desc: str = "federated rounds") -> FederatedServer:
+    """The in-process path: same client and server code as the Flower app, no transport."""
+    server = FederatedServer(global_params, cfg, seed, len(clients))
+    ckpt = ckpt_dir / "federation.pt" if ckpt_dir else None
+    if ckpt and resume and (state := checkpoint.load(ckpt)) is not None:
+        server.load_state_dict(state)
+        log.info("resumed federation after round %d", server.round)
+    bar = tqdm(total=cfg.rounds, initial=server.round, desc=desc, disable=not progress)
+    while server.round < cfg.rounds:
+        r = server.round
+        results = [
+            (c, local_train(model, server.params, clients[c], encoder, cfg, device, client_seed(seed, r, c), bf16))
+            for c in server.sample(r)
+        ]
+        rec = server.aggregate(results)
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec.get('train_loss', float('nan')):.3f}")
+        if ckpt:
+            checkpoint.save(server.state_dict(), ckpt)
+    bar.close()
+    return server

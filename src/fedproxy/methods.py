@@ -1,0 +1,94 @@
+"""Methods a run can compare. FedProxy itself and the naive plug-in live here; the other
+baselines are in :mod:`fedproxy.baselines`. Each method is ``fn(ctx) -> result dict``."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from .compress import compress, save_proxy
+from .compress.base import ProxyMap, build_proxy
+from .context import RunContext
+from .federated import run_federation, trainable_names
+from .fuse import save_fused, select_fusion
+from .modeling import blocks, load_params, snapshot
+from .registry import Registry
+
+METHODS: Registry = Registry("method")
+
+
+def fed_summary(server) -> dict:
+    """Per-round accounting averaged over rounds and clients."""
+    hist = server.history
+    ups = [m["bytes_up"] for r in hist for m in r["client_metrics"].values()]
+    tps = [m["tokens_per_s"] for r in hist for m in r["client_metrics"].values()]
+    rss = [m["peak_rss_mb"] for r in hist for m in r["client_metrics"].values()]
+    return {
+        "rounds": len(hist),
+        "bytes_down_per_client_per_round": hist[0]["bytes_down_per_client"] if hist else 0,
+        "bytes_up_per_client_per_round": sum(ups) / max(1, len(ups)),
+        "client_tokens_per_s": sum(tps) / max(1, len(tps)),
+        "client_peak_rss_mb": max(rss, default=0.0),
+        "rejected_updates": sum(len(r["rejected"]) for r in hist),
+        "round_train_loss": [r.get("train_loss") for r in hist],
+        "privacy": server.privacy(),
+    }
+
+
+def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
+                   blocks_only=None, keep=None, save: bool = True) -> dict:
+    """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate."""
+    t0 = time.perf_counter()
+    work = ctx.method_dir(name)
+    if keep is None:
+        comp = compress(ctx.llm, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg, ctx.device,
+                        ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress)
+        proxy, pmap, comp_info = comp.proxy, comp.pmap, comp.info
+    else:
+        proxy = build_proxy(ctx.llm, keep).to(ctx.device)
+        pmap = ProxyMap(len(blocks(ctx.llm)), keep, ctx.llm.config.model_type, "fixed")
+        comp_info = {"method": "fixed", "keep": keep}
+    proxy_before = ctx.evaluate(proxy)
+    names = trainable_names(proxy, fed_cfg, blocks_only)
+    server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
+                            ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume, progress=ctx.progress,
+                            desc=f"{name}: rounds")
+    delta = server.total_delta()
+    load_params(proxy, server.params)
+    proxy_after = ctx.evaluate(proxy)
+    if save and blocks_only is None:
+        save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
+    t_fuse = time.perf_counter()
+    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy)
+    t_fuse = time.perf_counter() - t_fuse
+    fused = ctx.evaluate(ctx.llm)
+    if save:
+        save_fused(ctx.llm, ctx.tokenizer, {**recipe, "proxy_map": pmap.keep, "method": name}, work / "fused_llm")
+    ctx.restore_llm()
+    return {
+        **fused,
+        "wall_seconds": time.perf_counter() - t0,
+        "trainable_params": sum(v.numel() for v in server.initial.values()),
+        "compression": comp_info,
+        "proxy_before_fl": proxy_before,
+        "proxy_after_fl": proxy_after,
+        "fusion": {**recipe, "trials": trials, "seconds": t_fuse},
+        "federation": fed_summary(server),
+    }
+
+
+@METHODS.register("fedproxy")
+def fedproxy_method(ctx: RunContext) -> dict:
+    c = ctx.cfg
+    return proxy_pipeline(ctx, "fedproxy", compress_cfg=c.compress, fed_cfg=c.fed,
+                          fuse_variants=[c.fuse.variant], fuse_scales=c.fuse.scales)
+
+
+@METHODS.register("naive-plugin")
+def naive_plugin(ctx: RunContext) -> dict:
+    """Uniform drop, no distillation, FedAvg, deltas added to source blocks at scale 1."""
+    c = ctx.cfg
+    comp = dataclasses.replace(c.compress, method="uniform", distill_steps=0)
+    fed = dataclasses.replace(c.fed, aggregator="fedavg", prox_mu=0.0)
+    return proxy_pipeline(ctx, "naive-plugin", compress_cfg=comp, fed_cfg=fed, fuse_variants=["source"],
+                          fuse_scales=[1.0], save=False)

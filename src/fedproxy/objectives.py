@@ -1,0 +1,75 @@
+"""Losses and scores on label continuations, computing the LM head only where needed.
+
+The head of a small LM is a large share of its FLOPs (SmolLM2: 49k x 576 per token), so we
+run the backbone on the whole sequence and the head only at the label positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.encode import Encoded
+
+
+def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    return base.model, base.get_output_embeddings(), cap
+
+
+def logits_at(model: nn.Module, batch: Encoded, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    backbone, head, cap = _parts(model)
+    hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    logits = head(hidden[rows, cols]).float()
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _label_index(batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows, cols, targets, owner = [], [], [], []
+    for i, (p, lab) in enumerate(zip(batch.label_pos.tolist(), batch.label_ids)):
+        for j, t in enumerate(lab):
+            rows.append(i)
+            cols.append(p + j)
+            targets.append(t)
+            owner.append(i)
+    dev = batch.input_ids.device
+    as_t = lambda x: torch.tensor(x, device=dev)  # noqa: E731
+    return as_t(rows), as_t(cols), as_t(targets), as_t(owner)
+
+
+def label_loss(model: nn.Module, batch: Encoded) -> torch.Tensor:
+    """Mean token cross-entropy of the label continuation (the fine-tuning objective)."""
+    rows, cols, targets, _ = _label_index(batch)
+    return F.cross_entropy(logits_at(model, batch, rows, cols), targets)
+
+
+@torch.no_grad()
+def score_first_tokens(model: nn.Module, batch: Encoded, first_tokens: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class scores [B, C] from the label's first token, per-example label NLL [B]).
+
+    ``batch`` must hold prompt + gold label so one forward gives both numbers.
+    """
+    rows, cols, targets, owner = _label_index(batch)
+    logits = logits_at(model, batch, rows, cols)
+    logp = logits.log_softmax(-1)
+    nll_tok = -logp.gather(1, targets[:, None]).squeeze(1)
+    n = batch.input_ids.shape[0]
+    nll = torch.zeros(n, device=nll_tok.device).index_add_(0, owner, nll_tok)
+    counts = torch.zeros(n, device=nll_tok.device).index_add_(0, owner, torch.ones_like(nll_tok))
+    is_first = torch.ones_like(rows, dtype=torch.bool)
+    is_first[1:] = owner[1:] != owner[:-1]
+    scores = logp[is_first][:, first_tokens]
+    return scores, nll / counts
+
+
+@torch.no_grad()
+def sequence_logprob(model: nn.Module, batch: Encoded) -> torch.Tensor:
+    """Summed log-probability of each example's label continuation [B]."""
+    rows, cols, targets, owner = _label_index(batch)
+    logp = logits_at(model, batch, rows, cols).log_softmax(-1)
+    tok = logp.gather(1, targets[:, None]).squeeze(1)
+    return torch.zeros(batch.input_ids.shape[0], device=tok.device).index_add_(0, owner, tok)

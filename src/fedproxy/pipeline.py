@@ -1,0 +1,54 @@
+"""`fedproxy run`: every selected method on one benchmark, with per-method checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__, baselines  # noqa: F401  (baselines register their methods)
+from .config import RunConfig
+from .context import build_context
+from .methods import METHODS
+from .report import write_report
+
+log = logging.getLogger("fedproxy")
+
+
+def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, cache=None) -> Path:
+    """Run ``cfg.methods`` in order; each finished method is saved and skipped on ``resume``."""
+    for m in cfg.methods:
+        METHODS.get(m)  # fail before any expensive work on an unknown name
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ctx = build_context(cfg, out, resume=resume, progress=progress, cache=cache)
+    results_dir = out / "results"
+    results_dir.mkdir(exist_ok=True)
+    results = {}
+    for name in cfg.methods:
+        path = results_dir / f"{name}.json"
+        if resume and path.is_file():
+            results[name] = json.loads(path.read_text())
+            log.info("%s: already done, reusing %s", name, path)
+            continue
+        log.info("%s: running", name)
+        torch.manual_seed(cfg.seed)
+        results[name] = METHODS.get(name)(ctx)
+        path.write_text(json.dumps(results[name], indent=2))
+        log.info("%s: accuracy %.3f", name, results[name]["accuracy"])
+    report = {
+        "fedproxy_version": __version__,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "benchmark": ctx.bench.describe(),
+        "environment": {"torch": torch.__version__, "device": str(ctx.device), "threads": torch.get_num_threads(),
+                        "bf16_autocast": ctx.bf16, "python": platform.python_version(),
+                        "machine": platform.machine()},
+        "total_seconds": time.perf_counter() - t0,
+        "methods": results,
+    }
+    return write_report(report, out)

@@ -1,0 +1,79 @@
+"""report.json (machine-readable) and report.md + plot (for people)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _mb(x) -> str:
+    return f"{x / 2**20:.1f}" if isinstance(x, (int, float)) and x else "-"
+
+
+def gain_recovered(methods: dict, name: str) -> float | None:
+    """Share of the centralized gain over zero-shot that ``name`` achieves."""
+    try:
+        zs, cen, m = (methods[k]["accuracy"] for k in ("zero-shot", "centralized", name))
+    except KeyError:
+        return None
+    return (m - zs) / (cen - zs) if cen != zs else None
+
+
+def write_report(report: dict, out: Path) -> Path:
+    methods = report["methods"]
+    for name in methods:
+        methods[name]["gain_recovered"] = gain_recovered(methods, name)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    clients = report["benchmark"]["clients"]
+    lines = [
+        f"# FedProxy report — {report['benchmark']['name']} (seed {report['seed']})",
+        "",
+        f"Model `{report['config']['model']['source']}`, {len(clients)} clients, "
+        f"device {report['environment']['device']}, total {report['total_seconds']:.0f} s.",
+        "",
+        "| method | accuracy | loss | " + " | ".join(c["name"] for c in clients)
+        + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params | wall s |",
+        "|---" * (8 + len(clients)) + "|",
+    ]
+    for name, r in methods.items():
+        fed = r.get("federation", {})
+        per = [f"{r['per_client'][c['name']]['accuracy']:.3f}" for c in clients]
+        g = r.get("gain_recovered")
+        proxy = r.get("proxy_after_fl", {}).get("accuracy")
+        lines.append(
+            f"| {name} | {r['accuracy']:.3f} | {r['loss']:.3f} | " + " | ".join(per)
+            + f" | {'-' if g is None else f'{100 * g:.0f}%'} | {'-' if proxy is None else f'{proxy:.3f}'}"
+            f" | {_mb(fed.get('bytes_up_per_client_per_round'))} | {_mb(fed.get('bytes_down_per_client_per_round'))}"
+            f" | {r.get('trainable_params', 0):,} | {r['wall_seconds']:.0f} |"
+        )
+    lines += ["", "![accuracy](report.png)", "",
+              "Accuracy: 4-way, argmax of the label continuation scores on each client's test split. "
+              "'gain recovered' = (method - zero-shot) / (centralized - zero-shot). "
+              "'proxy alone' = the federated proxy evaluated without the LLM (what a client holds)."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    _plot(methods, clients, out / "report.png")
+    return out / "report.md"
+
+
+def _plot(methods: dict, clients: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(methods)
+    groups = ["overall"] + [c["name"] for c in clients]
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 3.6))
+    for i, n in enumerate(names):
+        vals = [methods[n]["accuracy"]] + [methods[n]["per_client"][g]["accuracy"] for g in groups[1:]]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
