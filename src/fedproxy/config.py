@@ -126,12 +126,17 @@ class FedConfig:
 
 @dataclass
 class FuseConfig:
-    variant: str = _f("source", "where deltas of dropped blocks go: 'source', 'share' or 'interpolate'")
+    variant: str = _f("auto", "where deltas of dropped blocks go: 'source', 'share', 'interpolate', "
+                         "or 'auto' (each tried on server validation)")
     scales: list[float] = _f([0.5, 1.0, 1.5, 2.0], "candidate delta scales; the best on server validation wins")
 
     def __post_init__(self) -> None:
-        _check(self.variant in ("source", "share", "interpolate"),
-               f"fuse.variant must be 'source', 'share' or 'interpolate', got '{self.variant}'")
+        _check(self.variant in ("source", "share", "interpolate", "auto"),
+               f"fuse.variant must be 'source', 'share', 'interpolate' or 'auto', got '{self.variant}'")
+
+    @property
+    def variants(self) -> list[str]:
+        return ["source", "share", "interpolate"] if self.variant == "auto" else [self.variant]
         _check(len(self.scales) >= 1 and all(s >= 0 for s in self.scales),
                f"fuse.scales must be a non-empty list of non-negative numbers, got {self.scales}")
 

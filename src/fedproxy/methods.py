@@ -81,7 +81,7 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
 def fedproxy_method(ctx: RunContext) -> dict:
     c = ctx.cfg
     return proxy_pipeline(ctx, "fedproxy", compress_cfg=c.compress, fed_cfg=c.fed,
-                          fuse_variants=[c.fuse.variant], fuse_scales=c.fuse.scales)
+                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales)
 
 
 @METHODS.register("naive-plugin")

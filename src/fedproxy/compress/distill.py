@@ -65,7 +65,7 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
-        history.append(float(loss))
+        history.append(float(loss.detach()))
         bar.set_postfix(loss=f"{history[-1]:.3f}")
         if ckpt and ((step + 1) % 10 == 0 or step + 1 == cfg.distill_steps):
             checkpoint.save({"params": {n: p.detach().cpu() for n, p in params.items()}, "opt": opt.state_dict(),

@@ -89,7 +89,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         total.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         tokens += int(batch.attention_mask.sum())
     seconds = time.perf_counter() - t0
     train_model.eval()

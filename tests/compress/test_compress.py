@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from fedproxy.compress import ProxyMap, build_proxy, compress, load_proxy, save_proxy
+from fedproxy.compress.base import split_block_key, top_k_with_anchors
+from fedproxy.compress.block_influence import block_influence
+from fedproxy.compress.uniform import uniform_keep
+from fedproxy.config import CompressConfig
+from fedproxy.errors import ModelError
+from tests.conftest import tiny_llama
+
+
+def calib(vocab=64, n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randint(0, vocab, (4, 12), generator=g), torch.ones(4, 12, dtype=torch.long)) for _ in range(n)]
+
+
+def test_uniform_keep_includes_ends_and_is_even():
+    assert uniform_keep(30, 15)[0] == 0 and uniform_keep(30, 15)[-1] == 29
+    assert len(uniform_keep(30, 15)) == 15
+    assert uniform_keep(8, 4) == [0, 2, 5, 7]
+
+
+def test_top_k_keeps_anchors():
+    assert top_k_with_anchors([0.0, 0.9, 0.1, 0.8, 0.0, 0.0], 4, 1, 1) == [0, 1, 3, 5]
+
+
+def test_block_influence_has_one_score_per_block():
+    llm = tiny_llama(layers=6)
+    scores = block_influence(llm, calib(), torch.device("cpu"))
+    assert len(scores) == 6 and all(0.0 <= s <= 2.0 for s in scores)
+
+
+@pytest.mark.parametrize("method", ["uniform", "block-influence", "loss-drop"])
+def test_proxy_map_is_consistent_with_the_llm(method):
+    llm = tiny_llama(layers=6)
+    res = compress(llm, calib(), CompressConfig(method=method, keep_ratio=0.5, distill_steps=0),
+                   torch.device("cpu"), seed=0, progress=False)
+    assert len(res.pmap.keep) == 3 == res.proxy.config.num_hidden_layers
+    llm_sd, proxy_sd = llm.state_dict(), res.proxy.state_dict()
+    for key, value in proxy_sd.items():
+        parts = split_block_key(key)
+        llm_key = key if parts is None else f"{parts[0]}{res.pmap.keep[parts[1]]}.{parts[2]}"
+        assert llm_key in llm_sd, f"{key} maps to missing {llm_key}"
+        assert llm_sd[llm_key].shape == value.shape
+        assert torch.equal(llm_sd[llm_key], value)  # undistilled proxy = exact copies
+    assert sorted(b for span in res.pmap.spans for b in span) == list(range(6))
+
+
+def test_distillation_lowers_its_loss_and_keeps_embeddings():
+    llm = tiny_llama(layers=6)
+    res = compress(llm, calib(n=2), CompressConfig(method="uniform", keep_ratio=0.5, distill_steps=30,
+                                                   distill_lr=3e-3), torch.device("cpu"), seed=0, progress=False)
+    assert res.info["distill_loss_last"] < res.info["distill_loss_first"]
+    assert res.pmap.distilled
+    assert torch.equal(res.proxy.model.embed_tokens.weight, llm.model.embed_tokens.weight)
+
+
+def test_saved_proxy_loads_with_automodel(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    llm = tiny_llama(layers=4)
+    proxy = build_proxy(llm, [0, 3])
+    save_proxy(proxy, ProxyMap(4, [0, 3], "llama", "uniform"), tmp_path)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(0, 64, (1, 8))
+    assert torch.allclose(again(ids).logits, proxy(ids).logits, atol=1e-5)
+    model, pmap = load_proxy(tmp_path)
+    assert pmap.keep == [0, 3] and pmap.spans == [[0, 1, 2], [3]]
+
+
+def test_unsupported_architecture_is_refused():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=32))
+    with pytest.raises(ModelError, match="model type 'gpt2' is not supported"):
+        compress(gpt2, calib(32), CompressConfig(), torch.device("cpu"), seed=0, progress=False)
+
+
+def test_impossible_sizes_are_refused():
+    llm = tiny_llama(layers=4)
+    with pytest.raises(ModelError, match="exceeds the LLM's 4 blocks"):
+        compress(llm, calib(), CompressConfig(num_layers=5), torch.device("cpu"), seed=0, progress=False)
+    with pytest.raises(ModelError, match="strictly increasing"):
+        ProxyMap(4, [2, 1], "llama", "x")

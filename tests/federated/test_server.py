@@ -1,0 +1,81 @@
+import dataclasses
+import logging
+
+import torch
+
+from fedproxy.compress import build_proxy
+from fedproxy.federated import ClientResult, FederatedServer, run_federation, trainable_names
+from fedproxy.federated.lora import lora_to_dense
+from fedproxy.modeling import snapshot
+
+
+def _server(tiny_ctx, **fed):
+    cfg = dataclasses.replace(tiny_ctx.cfg.fed, **fed)
+    params = {"a": torch.zeros(3), "b": torch.zeros(2)}
+    return FederatedServer(params, cfg, seed=0, num_clients=3)
+
+
+def test_bad_updates_are_dropped_and_round_completes(tiny_ctx, caplog):
+    server = _server(tiny_ctx, aggregator="fedavg")
+    good = ClientResult({"a": torch.ones(3), "b": torch.ones(2)}, 10, {"train_loss": 1.0, "tokens_per_s": 1.0,
+                                                                       "peak_rss_mb": 1.0})
+    nan = ClientResult({"a": torch.full((3,), float("nan")), "b": torch.ones(2)}, 10, good.metrics)
+    shape = ClientResult({"a": torch.ones(4), "b": torch.ones(2)}, 10, good.metrics)
+    with caplog.at_level(logging.WARNING, logger="fedproxy.server"):
+        rec = server.aggregate([(0, good), (1, nan), (2, shape)])
+    assert rec["clients"] == [0]
+    assert [r["client"] for r in rec["rejected"]] == [1, 2]
+    assert "NaN or Inf" in caplog.text and "shape" in caplog.text
+    assert torch.equal(server.params["a"], torch.ones(3))
+
+
+def test_sampling_respects_fraction_and_minimum(tiny_ctx):
+    server = _server(tiny_ctx, fraction=0.34, min_clients=1)
+    assert len(server.sample(0)) == 2
+    assert server.sample(5) == server.sample(5)
+
+
+def test_lora_factors_become_dense_products():
+    a, b = torch.randn(2, 5), torch.randn(4, 2)
+    ref = {"model.layers.0.self_attn.q_proj.weight": torch.zeros(4, 5), "model.norm.weight": torch.zeros(5)}
+    dense = lora_to_dense({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight": a,
+                           "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight": b}, ref)
+    assert torch.allclose(dense["model.layers.0.self_attn.q_proj.weight"], 2.0 * b @ a)
+    assert torch.equal(dense["model.norm.weight"], torch.zeros(5))
+
+
+def _federate(ctx, ckpt_dir, rounds, resume=False, **fed):
+    cfg = dataclasses.replace(ctx.cfg.fed, rounds=rounds, **fed)
+    proxy = build_proxy(ctx.llm, [0, 3])
+    names = trainable_names(proxy, cfg)
+    return run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, cfg, ctx.device, 0,
+                          ckpt_dir=ckpt_dir, resume=resume, progress=False)
+
+
+def test_resume_matches_uninterrupted_run(tiny_ctx, tmp_path):
+    full = _federate(tiny_ctx, tmp_path / "a", rounds=3)
+    _federate(tiny_ctx, tmp_path / "b", rounds=2)  # "killed" after round 2
+    resumed = _federate(tiny_ctx, tmp_path / "b", rounds=3, resume=True)
+    assert resumed.round == 3 and len(resumed.history) == 3
+    for k in full.params:
+        assert torch.allclose(full.params[k], resumed.params[k], atol=1e-6)
+
+
+def test_training_moves_parameters_and_lowers_loss(tiny_ctx, tmp_path):
+    server = _federate(tiny_ctx, None, rounds=3, local_steps=8, lr=3e-3)
+    assert server.history[-1]["train_loss"] < server.history[0]["train_loss"]
+    assert sum(float(v.abs().sum()) for v in server.total_delta().values()) > 0
+
+
+def test_lora_clients_send_fewer_bytes(tiny_ctx):
+    full = _federate(tiny_ctx, None, rounds=1)
+    lora = _federate(tiny_ctx, None, rounds=1, lora_r=2)
+    up = lambda s: next(iter(s.history[0]["client_metrics"].values()))["bytes_up"]  # noqa: E731
+    assert up(lora) < up(full)
+    assert sum(float(v.abs().sum()) for v in lora.total_delta().values()) > 0
+
+
+def test_dp_run_reports_epsilon(tiny_ctx):
+    server = _federate(tiny_ctx, None, rounds=2, aggregator="fedavg", dp_clip=0.5, dp_noise=1.0)
+    priv = server.privacy()
+    assert priv["epsilon"] > 0 and priv["rounds"] == 2 and priv["accountant"] == "opacus.RDPAccountant"

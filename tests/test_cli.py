@@ -1,0 +1,104 @@
+"""Bad input gives one clear line and exit code 2; the tiny pipeline runs end to end."""
+
+import json
+
+import pytest
+
+from fedproxy.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("fedproxy: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_missing_model_path(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={tmp_path}/nope",
+                           "--out", str(tmp_path / "o"), "--quiet")
+    assert code == 2 and "is not a built-in" in error_line(err)
+
+
+def test_directory_without_config_json(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={tmp_path}",
+                           "--out", str(tmp_path / "o"), "--quiet")
+    assert code == 2 and "has no config.json" in error_line(err)
+
+
+def test_unknown_benchmark(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", "data.benchmark=imagenet",
+                           "--out", str(tmp_path), "--quiet")
+    assert code == 2 and "unknown benchmark 'imagenet'" in error_line(err)
+
+
+def test_unknown_method(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", 'methods=["magic"]', "--out", str(tmp_path))
+    assert code == 2 and "unknown method 'magic'" in error_line(err)
+
+
+def test_malformed_config(capsys, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = [unclosed")
+    code, _, err = run_cli(capsys, "run", "--config", str(bad), "--out", str(tmp_path))
+    assert code == 2 and "malformed" in error_line(err)
+
+
+def test_gguf_of_unsupported_architecture(capsys, tmp_path):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = tmp_path / "bert.gguf"
+    writer = GGUFWriter(str(path), "bert")
+    writer.add_tensor("dummy", np.zeros(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={path}", "--out",
+                           str(tmp_path / "o"), "--quiet")
+    assert code == 2 and "architecture 'bert'" in error_line(err)
+
+
+def test_corrupt_gguf(capsys, tmp_path):
+    path = tmp_path / "broken.gguf"
+    path.write_bytes(b"not a gguf at all")
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={path}", "--out",
+                           str(tmp_path / "o"), "--quiet")
+    assert code == 2 and "not a readable GGUF" in error_line(err)
+
+
+def test_config_keys_listing(capsys):
+    code, out, _ = run_cli(capsys, "config", "--keys")
+    assert code == 0 and "fed.aggregator" in out and "compress.keep_ratio" in out
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_tiny_run_writes_report_with_every_method(capsys, tmp_path, resume):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet")
+    assert code == 0 and "report written" in stdout
+    if resume:  # a second invocation with --resume reuses every finished method
+        first = json.loads((out / "report.json").read_text())
+        code, _, err = run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet", "--resume")
+        assert code == 0 and "already done" in err
+        again = json.loads((out / "report.json").read_text())
+        assert {k: v["accuracy"] for k, v in again["methods"].items()} == {
+            k: v["accuracy"] for k, v in first["methods"].items()}
+    report = json.loads((out / "report.json").read_text())
+    assert report["seed"] == 0
+    methods = report["methods"]
+    assert set(methods) == {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized"}
+    for r in methods.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and set(r["per_client"]) == {"d0", "d1", "d2"}
+    fed = methods["fedproxy"]["federation"]
+    assert fed["rounds"] == 2 and fed["bytes_up_per_client_per_round"] > 0
+    assert (out / "report.md").read_text().count("|") > 20 and (out / "report.png").stat().st_size > 1000
+    assert (out / "work" / "fedproxy" / "proxy" / "proxy_map.json").is_file()
+    assert (out / "work" / "fedproxy" / "fused_llm" / "fusion_recipe.json").is_file()

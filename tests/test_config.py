@@ -1,0 +1,54 @@
+import pytest
+
+from fedproxy.config import RunConfig, help_keys, load_config
+from fedproxy.errors import ConfigError
+
+
+def test_defaults_validate_and_roundtrip_through_flower_run_config():
+    cfg = RunConfig()
+    flat = cfg.to_flat()
+    assert all(isinstance(v, (bool, int, float, str)) for v in flat.values())
+    assert RunConfig.from_flat(flat) == cfg
+
+
+def test_overrides_parse_json_values():
+    cfg = RunConfig().with_overrides(["fed.rounds=7", "fuse.scales=[1.0, 3.0]", "compress.method=uniform"])
+    assert cfg.fed.rounds == 7 and cfg.fuse.scales == [1.0, 3.0] and cfg.compress.method == "uniform"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("fed.rounds=0", "fed.rounds must be >= 1"),
+    ("fed.nope=1", "unknown config key 'fed.nope'"),
+    ("compress.keep_ratio=1.5", "keep_ratio must be in"),
+    ("fed.lr=abc", "fed.lr must be a number"),
+    ("fed.rounds", "must look like section.key=value"),
+    ("fed.dp_noise=1.0", "needs fed.dp_clip > 0"),
+])
+def test_bad_values_give_specific_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig().with_overrides([override])
+
+
+def test_malformed_toml_is_reported(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[fed\nrounds = 2")
+    with pytest.raises(ConfigError, match="malformed"):
+        load_config(str(bad))
+
+
+def test_unknown_section_key_in_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[fed]\nround = 2\n")
+    with pytest.raises(ConfigError, match="unknown config key.*fed.round"):
+        load_config(str(f))
+
+
+def test_missing_file_or_preset():
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config("no-such-config.toml")
+
+
+def test_every_key_has_help():
+    rows = help_keys()
+    assert len(rows) > 30
+    assert all(text for _, _, text in rows)
