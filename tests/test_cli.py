@@ -102,3 +102,24 @@ def test_tiny_run_writes_report_with_every_method(capsys, tmp_path, resume):
     assert (out / "report.md").read_text().count("|") > 20 and (out / "report.png").stat().st_size > 1000
     assert (out / "work" / "fedproxy" / "proxy" / "proxy_map.json").is_file()
     assert (out / "work" / "fedproxy" / "fused_llm" / "fusion_recipe.json").is_file()
+
+
+def test_compress_then_fuse_commands(capsys, tmp_path):
+    out = tmp_path / "c"
+    code, stdout, _ = run_cli(capsys, "compress", "--config", "tiny", "--out", str(out), "--quiet")
+    assert code == 0 and "fidelity report" in stdout
+    report = json.loads((out / "fidelity.json").read_text())
+    assert set(report["rows"]) == {"llm", "uniform_raw", "block-influence_raw", "block-influence_distilled"}
+    assert report["rows"]["block-influence_distilled"]["params"] < report["llm_params"]
+    proxy = out / "proxy"
+    assert (proxy / "proxy_map.json").is_file()
+    # An LLM the proxy was not made from is refused by fuse with one line.
+    other = tmp_path / "other"
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import tiny_llama
+
+    tiny_llama(layers=6, vocab=AutoModelForCausalLM.from_pretrained(proxy).config.vocab_size).save_pretrained(other)
+    code, _, err = run_cli(capsys, "fuse", "--llm", str(other), "--proxy", str(proxy), "--tuned", str(proxy),
+                           "--out", str(tmp_path / "f"))
+    assert code == 2 and "made for an LLM of 4 blocks but this LLM has 6" in error_line(err)

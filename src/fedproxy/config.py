@@ -53,7 +53,7 @@ class DataConfig:
     dirichlet_alpha: float = _f(0.5, "Dirichlet concentration for partition='dirichlet' (smaller = more skew)")
     train_per_client: int = _f(160, "training examples per client")
     test_per_client: int = _f(100, "test examples per client")
-    server_val: int = _f(64, "labelled server-side validation examples (fusion scale selection)")
+    server_val: int = _f(96, "labelled server-side validation examples (fusion scale selection)")
     server_text: int = _f(192, "server calibration/distillation texts (public, never client data)")
     max_length: int = _f(80, "maximum tokens per example (prompt + label)")
 
@@ -97,7 +97,7 @@ class FedConfig:
     rounds: int = _f(3, "federated rounds")
     local_steps: int = _f(10, "optimizer steps per client per round")
     batch_size: int = _f(8, "client batch size")
-    lr: float = _f(5e-5, "client learning rate (AdamW)")
+    lr: float = _f(2e-4, "client learning rate (AdamW)")
     aggregator: str = _f("fedproxy", "server aggregator: fedavg, fedavgm, ties, dare, median, normclip, fedproxy")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
@@ -126,9 +126,9 @@ class FedConfig:
 
 @dataclass
 class FuseConfig:
-    variant: str = _f("auto", "where deltas of dropped blocks go: 'source', 'share', 'interpolate', "
+    variant: str = _f("source", "where deltas of dropped blocks go: 'source', 'share', 'interpolate', "
                          "or 'auto' (each tried on server validation)")
-    scales: list[float] = _f([0.5, 1.0, 1.5, 2.0], "candidate delta scales; the best on server validation wins")
+    scales: list[float] = _f([1.0, 2.0, 3.0], "candidate delta scales; the best on server validation wins")
 
     def __post_init__(self) -> None:
         _check(self.variant in ("source", "share", "interpolate", "auto"),

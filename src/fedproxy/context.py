@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,10 @@ class RunContext:
         load_params(self.llm, self.llm_state)
 
     def method_dir(self, name: str) -> Path:
+        """A method's checkpoint folder; emptied unless resuming, so stale state is never picked up."""
         path = self.out / "work" / name
+        if path.exists() and not self.resume:
+            shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
