@@ -52,9 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging() -> None:
+    # Only our own logger, bound to the current stderr: other libraries' loggers stay untouched.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[fedproxy] %(message)s"))
+    logger = logging.getLogger("fedproxy")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[fedproxy] %(message)s", stream=sys.stderr)
+    _setup_logging()
     try:
         return _dispatch(args)
     except FedProxyError as err:

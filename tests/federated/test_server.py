@@ -21,8 +21,13 @@ def test_bad_updates_are_dropped_and_round_completes(tiny_ctx, caplog):
                                                                        "peak_rss_mb": 1.0})
     nan = ClientResult({"a": torch.full((3,), float("nan")), "b": torch.ones(2)}, 10, good.metrics)
     shape = ClientResult({"a": torch.ones(4), "b": torch.ones(2)}, 10, good.metrics)
-    with caplog.at_level(logging.WARNING, logger="fedproxy.server"):
-        rec = server.aggregate([(0, good), (1, nan), (2, shape)])
+    logger = logging.getLogger("fedproxy.server")
+    logger.addHandler(caplog.handler)  # the CLI may have stopped "fedproxy" logs propagating to root
+    try:
+        with caplog.at_level(logging.WARNING, logger="fedproxy.server"):
+            rec = server.aggregate([(0, good), (1, nan), (2, shape)])
+    finally:
+        logger.removeHandler(caplog.handler)
     assert rec["clients"] == [0]
     assert [r["client"] for r in rec["rejected"]] == [1, 2]
     assert "NaN or Inf" in caplog.text and "shape" in caplog.text
