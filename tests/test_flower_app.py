@@ -35,6 +35,35 @@ def assert_same(a, b):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+def assert_audit_clean(out_dir, cfg, tmp_path):
+    """Clients receive only proxy tensors; the server receives only updates and scalar metrics."""
+    import json
+
+    from fedproxy.compress.base import split_block_key
+
+    audit = json.loads((out_dir / "message_audit.json").read_text())
+    assert audit, "no messages were audited"
+    ctx = build_context(cfg, tmp_path / "audit", progress=False)
+    comp = compress(ctx.llm, ctx.server_text_batches(cfg.compress.distill_batch), cfg.compress, ctx.device,
+                    cfg.seed, ctx.bf16, progress=False)
+    proxy_keys = set(comp.proxy.state_dict())
+    trainable = set(trainable_names(comp.proxy, cfg.fed))
+    llm_bytes = sum(p.numel() * 4 for p in ctx.llm.parameters())
+    for entry in audit:
+        content = entry["content"]
+        if entry["direction"] == "server->client":
+            arrays = [k for rec in content.values() if rec["type"] == "arrays" for k in rec["keys"]]
+            assert set(arrays) <= proxy_keys, set(arrays) - proxy_keys
+            sent_blocks = {p[1] for k in arrays if (p := split_block_key(k))}
+            assert len(sent_blocks) == len(comp.pmap.keep) < ctx.llm.config.num_hidden_layers
+            assert sum(rec.get("bytes", 0) for rec in content.values()) < llm_bytes
+        else:
+            assert set(content) == {"arrays", "metrics", "info"}
+            assert set(content["arrays"]["keys"]) <= trainable
+            assert all(dt.startswith("float") for dt in content["arrays"]["dtypes"])  # no token ids
+            assert set(content["info"]["keys"]) == {"kind", "partition-id"}  # no text
+
+
 def test_tokenizer_survives_the_wire(tiny_ctx):
     tok = tokenizer_from_payload(tokenizer_payload(tiny_ctx.tokenizer))
     text = tiny_ctx.bench.train[0][0].text
@@ -54,3 +83,4 @@ def test_simulation_engine_matches_in_process(tmp_path):
     assert result is not None, "the ServerApp did not finish"
     assert len(result["history"]) == 2
     assert_same(result["params"], in_process_params(cfg, tmp_path))
+    assert_audit_clean(tmp_path / "sim", cfg, tmp_path)

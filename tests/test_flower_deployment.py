@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fedproxy import checkpoint
-from tests.test_flower_app import assert_same, in_process_params, small_cfg
+from tests.test_flower_app import assert_audit_clean, assert_same, in_process_params, small_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.deployment
@@ -99,3 +99,5 @@ def test_deployment_engine_matches_in_process(loopback, tmp_path):
     result = checkpoint.load(out / "flower_result.pt")
     assert result is not None and len(result["history"]) == 2
     assert_same(result["params"], in_process_params(small_cfg(2), tmp_path))
+    # Privacy/IP: every message of the run, as it crossed the wire, carries only what it may.
+    assert_audit_clean(out, small_cfg(2), tmp_path)

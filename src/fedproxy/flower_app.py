@@ -108,6 +108,20 @@ def _run_config(context: Context) -> tuple[RunConfig, Path]:
     return load_config(spec).with_overrides(overrides), out
 
 
+def describe(content: RecordDict) -> dict:
+    """Names, kinds and dtypes of everything in a message (for the privacy/IP audit)."""
+    out = {}
+    for name, rec in content.items():
+        if isinstance(rec, ArrayRecord):
+            out[name] = {"type": "arrays", "keys": sorted(rec.keys()), "dtypes": sorted({a.dtype for a in rec.values()}),
+                         "bytes": sum(len(a.data) for a in rec.values())}
+        elif isinstance(rec, MetricRecord):
+            out[name] = {"type": "metrics", "keys": sorted(rec.keys())}
+        else:
+            out[name] = {"type": "config", "keys": sorted(rec.keys())}
+    return out
+
+
 def _partitions(grid: Grid, want: int, timeout: float) -> dict[int, int]:
     """partition-id -> node id for the connected SuperNodes (waits for ``want`` nodes)."""
     t0 = time.time()
@@ -147,6 +161,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -
     static = {"run-config": json.dumps(cfg.to_flat()), "tokenizer": tokenizer_payload(ctx.tokenizer),
               "proxy-config": json.dumps(proxy.config.to_dict())}
     ckpt = out / "flower_server.pt"
+    audit: list[dict] = []
     while server.round < cfg.fed.rounds:
         r = server.round
         t0 = time.perf_counter()
@@ -154,8 +169,12 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -
                                             "config": ConfigRecord({**static, "round": r})}),
                         dst_node_id=parts[c], message_type="train")
                 for c in server.sample(r) if c in parts]
+        audit += [{"round": r, "direction": "server->client", "type": m.metadata.message_type,
+                   "content": describe(m.content)} for m in msgs]
         results = []
         for reply in grid.send_and_receive(msgs, timeout=round_timeout):
+            audit.append({"round": r, "direction": "client->server", "error": reply.has_error(),
+                          "content": {} if reply.has_error() else describe(reply.content)})
             if reply.has_error():
                 log.warning("round %d: a client failed: %s", r + 1, reply.error.reason)
                 continue
@@ -166,6 +185,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -
         rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
         log.info("round %d: %d clients, %d rejected", rec["round"], len(rec["clients"]), len(rec["rejected"]))
         checkpoint.save(server.state_dict(), ckpt)
+    (out / "message_audit.json").write_text(json.dumps(audit, indent=2))
     result = out / "flower_result.pt"
     checkpoint.save({"params": server.params, "history": server.history, "keep": comp.pmap.keep,
                      "seed": cfg.seed}, result)
