@@ -100,12 +100,12 @@ def client_train(msg: Message, context: Context) -> Message:
 
 
 # ---- server ---------------------------------------------------------------------------
-def _run_config(context: Context) -> tuple[RunConfig, Path]:
+def _run_config(context: Context) -> tuple[RunConfig, Path, bool]:
     rc = context.run_config
     spec = str(rc.get("fedproxy-config", "")) or "tiny"
     overrides = [o for o in str(rc.get("overrides", "")).split(";") if o.strip()]
     out = Path(str(rc.get("out-dir", "")) or "runs/flower")
-    return load_config(spec).with_overrides(overrides), out
+    return load_config(spec).with_overrides(overrides), out, bool(rc.get("resume", False))
 
 
 def describe(content: RecordDict) -> dict:
@@ -139,8 +139,13 @@ def _partitions(grid: Grid, want: int, timeout: float) -> dict[int, int]:
     return out
 
 
-def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -> Path:
-    """The FedProxy server loop over a Flower Grid; returns the path of the saved result."""
+def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0, resume: bool = False) -> Path:
+    """The FedProxy server loop over a Flower Grid; returns the path of the saved result.
+
+    With ``resume`` the server continues after the last round in ``out/flower_server.pt``
+    (same final result as an uninterrupted run with the same seed). Clients that fail or do
+    not answer within ``round_timeout`` are left out of that round.
+    """
     from .compress import compress
     from .context import build_context
     from .federated import ClientResult, FederatedServer, trainable_names
@@ -161,7 +166,12 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -
     static = {"run-config": json.dumps(cfg.to_flat()), "tokenizer": tokenizer_payload(ctx.tokenizer),
               "proxy-config": json.dumps(proxy.config.to_dict())}
     ckpt = out / "flower_server.pt"
+    audit_path = out / "message_audit.json"
     audit: list[dict] = []
+    if resume and (state := checkpoint.load(ckpt)) is not None:
+        server.load_state_dict(state)
+        audit = json.loads(audit_path.read_text()) if audit_path.is_file() else []
+        log.info("resuming after round %d", server.round)
     while server.round < cfg.fed.rounds:
         r = server.round
         t0 = time.perf_counter()
@@ -185,7 +195,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -
         rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
         log.info("round %d: %d clients, %d rejected", rec["round"], len(rec["clients"]), len(rec["rejected"]))
         checkpoint.save(server.state_dict(), ckpt)
-    (out / "message_audit.json").write_text(json.dumps(audit, indent=2))
+        audit_path.write_text(json.dumps(audit, indent=2))
     result = out / "flower_result.pt"
     checkpoint.save({"params": server.params, "history": server.history, "keep": comp.pmap.keep,
                      "seed": cfg.seed}, result)
@@ -195,19 +205,19 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0) -
 @server_app.main()
 def server_main(grid: Grid, context: Context) -> None:
     try:
-        cfg, out = _run_config(context)
+        cfg, out, resume = _run_config(context)
     except ConfigError as err:
         log.error("%s", err)
         raise
-    serve(grid, cfg, out)
+    serve(grid, cfg, out, resume=resume)
 
 
-def make_server_app(cfg: RunConfig, out: Path) -> ServerApp:
+def make_server_app(cfg: RunConfig, out: Path, resume: bool = False, round_timeout: float = 600.0) -> ServerApp:
     """A ServerApp bound to a config object (for the Simulation Engine's Python API)."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, cfg, out)
+        serve(grid, cfg, out, round_timeout=round_timeout, resume=resume)
 
     return app

@@ -1,0 +1,107 @@
+"""Faults a federation must survive without losing work (Simulation Engine + in-process)."""
+
+import dataclasses
+
+import pytest
+import torch
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from fedproxy import checkpoint
+from fedproxy.errors import FedProxyError
+from fedproxy.federated import ClientResult, FederatedServer
+from fedproxy.flower_app import client_train, make_server_app
+from tests.test_flower_app import assert_same, in_process_params, small_cfg
+
+SIM = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": {"num_cpus": 2, "include_dashboard": False}}
+
+
+def simulate(cfg, out, client_app=None, resume=False):
+    from flwr.simulation import run_simulation
+
+    from fedproxy.flower_app import client_app as default_app
+
+    run_simulation(server_app=make_server_app(cfg, out, resume=resume), client_app=client_app or default_app,
+                   num_supernodes=cfg.data.num_clients, backend_config=SIM)
+    return checkpoint.load(out / "flower_result.pt")
+
+
+def test_server_restart_with_resume_gives_the_uninterrupted_result(tmp_path):
+    cfg2 = small_cfg(2)
+    cfg1 = cfg2.with_overrides(["fed.rounds=1"])
+    simulate(cfg1, tmp_path / "run")  # the server "dies" after round 1
+    resumed = simulate(cfg2, tmp_path / "run", resume=True)
+    assert [h["round"] for h in resumed["history"]] == [1, 2]
+    assert_same(resumed["params"], in_process_params(cfg2, tmp_path))
+
+
+def test_client_crashing_mid_round_does_not_stop_the_round(tmp_path):
+    crashing = ClientApp()
+
+    @crashing.train()
+    def train(msg: Message, context: Context) -> Message:
+        if int(context.node_config.get("partition-id", 0)) == 1:
+            raise RuntimeError("client killed mid-round")
+        return client_train(msg, context)
+
+    @crashing.query()
+    def query(msg: Message, context: Context) -> Message:
+        from fedproxy.flower_app import client_query
+
+        return client_query(msg, context)
+
+    result = simulate(small_cfg(2), tmp_path / "crash", client_app=crashing)
+    assert len(result["history"]) == 2
+    assert all(h["clients"] == [0] for h in result["history"])
+    assert any(float(v.abs().sum()) > 0 for v in result["params"].values())
+
+
+MALICIOUS = {
+    "nan": lambda u: {k: torch.full_like(v, float("nan")) for k, v in u.items()},
+    "inf": lambda u: {k: torch.full_like(v, float("inf")) for k, v in u.items()},
+    "huge-norm": lambda u: {k: torch.full_like(v, 1e6) for k, v in u.items()},
+    "wrong-shape": lambda u: {k: torch.zeros(3) for k in u},
+    "missing-key": lambda u: dict(list(u.items())[1:]),
+    "extra-key": lambda u: {**u, "model.layers.99.evil": torch.zeros(2)},
+    "lora-bad-target": None,  # built below: LoRA factors aimed at a tensor that is not trainable
+}
+
+
+@pytest.mark.parametrize("attack", sorted(MALICIOUS))
+def test_malicious_update_is_rejected_and_round_completes(tiny_cfg, attack):
+    params = {"a": torch.zeros(4), "b": torch.zeros(2, 2)}
+    cfg = dataclasses.replace(tiny_cfg.fed, aggregator="fedproxy", max_update_norm=100.0)
+    server = FederatedServer(params, cfg, seed=0, num_clients=3)
+    honest = {"a": torch.ones(4), "b": torch.ones(2, 2)}
+    metrics = {"train_loss": 1.0, "tokens_per_s": 1.0, "peak_rss_mb": 1.0}
+    if attack == "lora-bad-target":
+        bad = ClientResult({"base_model.model.x.lora_A.default.weight": torch.ones(1, 2),
+                            "base_model.model.x.lora_B.default.weight": torch.ones(2, 1)}, 5, metrics, "lora")
+    else:
+        bad = ClientResult(MALICIOUS[attack](honest), 5, metrics)
+    rec = server.aggregate([(0, ClientResult(honest, 5, metrics)), (1, ClientResult(honest, 5, metrics)), (2, bad)])
+    assert rec["clients"] == [0, 1] and rec["rejected"][0]["client"] == 2 and rec["rejected"][0]["reason"]
+    assert torch.equal(server.params["a"], torch.ones(4))
+
+
+def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path):
+    path = tmp_path / "federation.pt"
+    checkpoint.save({"round": 1}, path)
+    checkpoint.save({"round": 2}, path)
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(FedProxyError, match="is corrupt.*previous checkpoint .*federation.pt.prev is intact"):
+        checkpoint.load(path)
+    assert checkpoint.load(path.with_name("federation.pt.prev")) == {"round": 1}
+
+
+def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path):
+    from tests.test_cli import error_line, run_cli
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet",
+                   "--set", 'methods=["fedproxy"]')[0] == 0
+    (out / "results" / "fedproxy.json").unlink()  # as if killed before the method finished
+    (out / "work" / "fedproxy" / "federation.pt").write_bytes(b"broken")
+    code, _, err = run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet", "--resume",
+                           "--set", 'methods=["fedproxy"]')
+    assert code == 2 and "is corrupt" in error_line(err)
