@@ -21,6 +21,7 @@ def test_overrides_parse_json_values():
     ("fed.nope=1", "unknown config key 'fed.nope'"),
     ("compress.keep_ratio=1.5", "keep_ratio must be in"),
     ("fed.lr=abc", "fed.lr must be a number"),
+    ("fed.centralized_lr=0", "must be > 0"),
     ("fed.rounds", "must look like section.key=value"),
     ("fed.dp_noise=1.0", "needs fed.dp_clip > 0"),
 ])

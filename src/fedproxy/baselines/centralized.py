@@ -20,7 +20,7 @@ def centralized(ctx) -> dict:
     pooled = [e for part in ctx.bench.train for e in part]
     random.Random(c.seed).shuffle(pooled)
     steps = c.fed.rounds * c.fed.local_steps * len(ctx.bench.train)
-    fed = dataclasses.replace(c.fed, local_steps=steps, prox_mu=0.0, lora_r=0)
+    fed = dataclasses.replace(c.fed, local_steps=steps, prox_mu=0.0, lora_r=0, lr=c.fed.centralized_lr)
     names = trainable_names(ctx.llm, fed)
     res = local_train(ctx.llm, snapshot(ctx.llm, names), pooled, ctx.encoder, fed, ctx.device, c.seed, ctx.bf16,
                       progress="centralized steps" if ctx.progress else None)
