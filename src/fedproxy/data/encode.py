@@ -32,7 +32,10 @@ class Encoder:
         self.tok = tokenizer
         self.max_length = max_length
         enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        bos = [tokenizer.bos_token_id] if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
+        # Keep the BOS token exactly when the tokenizer itself would add one (Gemma does, SmolLM2 not).
+        probe = tokenizer("a")["input_ids"]
+        bos_id = tokenizer.bos_token_id
+        bos = [bos_id] if bos_id is not None and probe and probe[0] == bos_id else []
         self.prefix = bos + enc(f"{bench.instruction}\nText:")
         self.suffix = enc("\nSentiment:")
         self.label_tokens = [enc(" " + name) for name in bench.labels]
