@@ -130,7 +130,7 @@ class FedConfig:
 class FuseConfig:
     variant: str = _f("source", "where deltas of dropped blocks go: 'source', 'share', 'interpolate', "
                          "or 'auto' (each tried on server validation)")
-    scales: list[float] = _f([1.0, 2.0, 3.0], "candidate delta scales; the best on server validation wins")
+    scales: list[float] = _f([1.0, 2.0, 3.0, 4.0, 6.0], "candidate delta scales; the best on server validation wins")
 
     def __post_init__(self) -> None:
         _check(self.variant in ("source", "share", "interpolate", "auto"),
