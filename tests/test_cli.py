@@ -101,6 +101,7 @@ def test_tiny_run_writes_report_with_every_method(capsys, tmp_path, resume):
     assert fed["rounds"] == 2 and fed["bytes_up_per_client_per_round"] > 0
     assert (out / "report.md").read_text().count("|") > 20 and (out / "report.png").stat().st_size > 1000
     assert (out / "work" / "fedproxy" / "proxy" / "proxy_map.json").is_file()
+    assert (out / "work" / "fedproxy" / "proxy_tuned" / "config.json").is_file()
     assert (out / "work" / "fedproxy" / "fused_llm" / "fusion_recipe.json").is_file()
 
 

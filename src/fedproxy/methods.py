@@ -49,6 +49,9 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         pmap = ProxyMap(len(blocks(ctx.llm)), keep, ctx.llm.config.model_type, "fixed")
         comp_info = {"method": "fixed", "keep": keep}
     proxy_before = ctx.evaluate(proxy)
+    keep_files = save and blocks_only is None
+    if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
+        save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
     names = trainable_names(proxy, fed_cfg, blocks_only)
     server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
                             ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume, progress=ctx.progress,
@@ -56,8 +59,8 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     delta = server.total_delta()
     load_params(proxy, server.params)
     proxy_after = ctx.evaluate(proxy)
-    if save and blocks_only is None:
-        save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
+    if keep_files:
+        save_proxy(proxy, pmap, work / "proxy_tuned", ctx.tokenizer)
     t_fuse = time.perf_counter()
     recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy)
     t_fuse = time.perf_counter() - t_fuse
