@@ -28,22 +28,22 @@ def logits_at(model: nn.Module, batch: Encoded, rows: torch.Tensor, cols: torch.
     return logits
 
 
-def _label_index(batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    rows, cols, targets, owner = [], [], [], []
+def _label_index(batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(example row, position, target token) of every label token; rows also say which example owns it."""
+    rows, cols, targets = [], [], []
     for i, (p, lab) in enumerate(zip(batch.label_pos.tolist(), batch.label_ids)):
         for j, t in enumerate(lab):
             rows.append(i)
             cols.append(p + j)
             targets.append(t)
-            owner.append(i)
     dev = batch.input_ids.device
     as_t = lambda x: torch.tensor(x, device=dev)  # noqa: E731
-    return as_t(rows), as_t(cols), as_t(targets), as_t(owner)
+    return as_t(rows), as_t(cols), as_t(targets)
 
 
 def label_loss(model: nn.Module, batch: Encoded) -> torch.Tensor:
     """Mean token cross-entropy of the label continuation (the fine-tuning objective)."""
-    rows, cols, targets, _ = _label_index(batch)
+    rows, cols, targets = _label_index(batch)
     return F.cross_entropy(logits_at(model, batch, rows, cols), targets)
 
 
@@ -53,15 +53,15 @@ def score_first_tokens(model: nn.Module, batch: Encoded, first_tokens: list[int]
 
     ``batch`` must hold prompt + gold label so one forward gives both numbers.
     """
-    rows, cols, targets, owner = _label_index(batch)
+    rows, cols, targets = _label_index(batch)
     logits = logits_at(model, batch, rows, cols)
     logp = logits.log_softmax(-1)
     nll_tok = -logp.gather(1, targets[:, None]).squeeze(1)
     n = batch.input_ids.shape[0]
-    nll = torch.zeros(n, device=nll_tok.device).index_add_(0, owner, nll_tok)
-    counts = torch.zeros(n, device=nll_tok.device).index_add_(0, owner, torch.ones_like(nll_tok))
+    nll = torch.zeros(n, device=nll_tok.device).index_add_(0, rows, nll_tok)
+    counts = torch.zeros(n, device=nll_tok.device).index_add_(0, rows, torch.ones_like(nll_tok))
     is_first = torch.ones_like(rows, dtype=torch.bool)
-    is_first[1:] = owner[1:] != owner[:-1]
+    is_first[1:] = rows[1:] != rows[:-1]
     scores = logp[is_first][:, first_tokens]
     return scores, nll / counts
 
@@ -69,7 +69,7 @@ def score_first_tokens(model: nn.Module, batch: Encoded, first_tokens: list[int]
 @torch.no_grad()
 def sequence_logprob(model: nn.Module, batch: Encoded) -> torch.Tensor:
     """Summed log-probability of each example's label continuation [B]."""
-    rows, cols, targets, owner = _label_index(batch)
+    rows, cols, targets = _label_index(batch)
     logp = logits_at(model, batch, rows, cols).log_softmax(-1)
     tok = logp.gather(1, targets[:, None]).squeeze(1)
-    return torch.zeros(batch.input_ids.shape[0], device=tok.device).index_add_(0, owner, tok)
+    return torch.zeros(batch.input_ids.shape[0], device=tok.device).index_add_(0, rows, tok)
