@@ -1,18 +1,23 @@
 """Ablations on the default benchmark: one `fedproxy run` per variant, one table.
 
 Usage (the tables in docs/results.md):
-    python benchmarks/ablation.py --suite aggregators --out runs/ablation
+    python benchmarks/ablation.py --suite aggregators --seeds 0 1 2 --out runs/ablation
     python benchmarks/ablation.py --suite transfer --out runs/ablation
+    python benchmarks/ablation.py --suite privacy --out runs/ablation
 
 Each variant is the default config plus the listed overrides, run with
-methods=["fedproxy"] (plus any methods named in the variant); results are resumable
-(--resume) and summarised in <out>/<suite>.json and on stdout.
+methods=["fedproxy"]; results are resumable (--resume) and summarised in
+<out>/<suite>.json and on stdout (mean ± std over seeds, and the paired difference to the
+first variant, seed by seed). Within a seed, variants that do not change compress.* reuse
+the first variant's proxy (compress.proxy_dir), so compression runs once per seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -20,7 +25,16 @@ from fedproxy.cli import main as fedproxy_main
 
 SUITES: dict[str, dict[str, list[str]]] = {
     "aggregators": {name: [f"fed.aggregator={name}"] for name in
-                    ("fedavg", "fedavgm", "ties", "dare", "median", "fedproxy")},
+                    ("fedavg", "ties", "dare", "fedproxy", "median", "fedavgm")},
+    # Accuracy cost of the privacy options on the default benchmark (FedAvg, since SecAgg+ and
+    # the DP noise calibration both need a mean). Update norms are ~4-5 here, so C = 5 barely clips.
+    "privacy": {
+        "fedavg": ["fed.aggregator=fedavg"],
+        "fedavg + SecAgg+ (Simulation Engine)": ["fed.aggregator=fedavg", "fed.engine=simulation", "fed.secagg=true"],
+        "fedavg + DP sigma=0.001": ["fed.aggregator=fedavg", "fed.dp_clip=5.0", "fed.dp_noise=0.001"],
+        "fedavg + DP sigma=0.1": ["fed.aggregator=fedavg", "fed.dp_clip=5.0", "fed.dp_noise=0.1"],
+        "fedavg + DP sigma=1.0": ["fed.aggregator=fedavg", "fed.dp_clip=5.0", "fed.dp_noise=1.0"],
+    },
     "transfer": {
         "default": [],
         "more-rounds (6x5)": ["fed.rounds=6", "fed.local_steps=5"],
@@ -34,38 +48,56 @@ SUITES: dict[str, dict[str, list[str]]] = {
 }
 
 
+def run_variant(out: Path, overrides: list[str], seed: int, resume: bool) -> dict:
+    sets = [x for o in ['methods=["fedproxy"]', f"seed={seed}", *overrides] for x in ("--set", o)]
+    cmd = ["run", "--out", str(out), "--quiet", *sets] + (["--resume"] if resume else [])
+    if fedproxy_main(cmd) != 0:
+        raise SystemExit(1)
+    r = json.loads((out / "report.json").read_text())["methods"]["fedproxy"]
+    return {"overrides": overrides, "fused_accuracy": r["accuracy"],
+            "proxy_after_fl": r["proxy_after_fl"]["accuracy"],
+            "proxy_before_fl": r["proxy_before_fl"]["accuracy"],
+            "per_client": {k: v["accuracy"] for k, v in r["per_client"].items()},
+            "fusion": {"variant": r["fusion"]["variant"], "scale": r["fusion"]["scale"]},
+            "final_train_loss": r["federation"]["round_train_loss"][-1], "wall_seconds": r["wall_seconds"],
+            "privacy": r["federation"]["privacy"]}
+
+
+def mean_std(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), required=True)
     p.add_argument("--only", nargs="*", help="run only these variant names")
     p.add_argument("--out", default="runs/ablation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
-    rows = {}
-    for name, overrides in SUITES[args.suite].items():
-        if args.only and name not in args.only:
-            continue
-        out = Path(args.out) / args.suite / name.split(" ")[0]
-        sets = [x for o in ['methods=["fedproxy"]', f"seed={args.seed}", *overrides] for x in ("--set", o)]
-        cmd = ["run", "--out", str(out), "--quiet", *sets] + (["--resume"] if args.resume else [])
-        if fedproxy_main(cmd) != 0:
-            return 1
-        r = json.loads((out / "report.json").read_text())["methods"]["fedproxy"]
-        rows[name] = {"overrides": overrides, "fused_accuracy": r["accuracy"],
-                      "proxy_after_fl": r["proxy_after_fl"]["accuracy"],
-                      "proxy_before_fl": r["proxy_before_fl"]["accuracy"],
-                      "per_client": {k: v["accuracy"] for k, v in r["per_client"].items()},
-                      "fusion": {"variant": r["fusion"]["variant"], "scale": r["fusion"]["scale"]},
-                      "final_train_loss": r["federation"]["round_train_loss"][-1], "wall_seconds": r["wall_seconds"]}
+    variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only}
+    rows: dict[str, dict[int, dict]] = {n: {} for n in variants}
+    for seed in args.seeds:
+        shared_proxy = None  # variants that keep compress.* reuse the first one's proxy (same seed, same data)
+        for name, overrides in variants.items():
+            out = Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
+            compress_default = not any(o.startswith("compress.") for o in overrides)
+            extra = [f"compress.proxy_dir={shared_proxy}"] if compress_default and shared_proxy else []
+            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume)
+            if compress_default and shared_proxy is None:
+                shared_proxy = out / "work" / "fedproxy" / "proxy"
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seed": args.seed, "rows": rows}, indent=2))
-    print(f"| variant ({args.suite}, seed {args.seed}) | fused LLM acc | proxy before FL | proxy after FL "
-          "| fusion | final train loss |")
+    Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2))
+    first = next(iter(variants))
+    print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM acc | per seed | vs {first} (paired) "
+          "| proxy after FL | fusion scales |")
     print("|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['fused_accuracy']:.3f} | {r['proxy_before_fl']:.3f} | {r['proxy_after_fl']:.3f} | "
-              f"{r['fusion']['variant']} x{r['fusion']['scale']:g} | {r['final_train_loss']:.3f} |")
+    for name, by_seed in rows.items():
+        acc = [r["fused_accuracy"] for r in by_seed.values()]
+        diff = [r["fused_accuracy"] - rows[first][s]["fused_accuracy"] for s, r in by_seed.items()]
+        print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | {mean_std(diff)} | "
+              f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
+              f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
     return 0
 
 

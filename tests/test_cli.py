@@ -20,37 +20,42 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
-def test_missing_model_path(capsys, tmp_path):
+def assert_clear_error(fault_log, what: str, code: int, err: str, fragment: str) -> None:
+    assert code == 2 and fragment in error_line(err)
+    fault_log.bad_input(what, clear_error=True)
+
+
+def test_missing_model_path(capsys, tmp_path, fault_log):
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={tmp_path}/nope",
                            "--out", str(tmp_path / "o"), "--quiet")
-    assert code == 2 and "is not a built-in" in error_line(err)
+    assert_clear_error(fault_log, "missing model path", code, err, "is not a built-in")
 
 
-def test_directory_without_config_json(capsys, tmp_path):
+def test_directory_without_config_json(capsys, tmp_path, fault_log):
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={tmp_path}",
                            "--out", str(tmp_path / "o"), "--quiet")
-    assert code == 2 and "has no config.json" in error_line(err)
+    assert_clear_error(fault_log, "model directory without config.json", code, err, "has no config.json")
 
 
-def test_unknown_benchmark(capsys, tmp_path):
+def test_unknown_benchmark(capsys, tmp_path, fault_log):
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", "data.benchmark=imagenet",
                            "--out", str(tmp_path), "--quiet")
-    assert code == 2 and "unknown benchmark 'imagenet'" in error_line(err)
+    assert_clear_error(fault_log, "unknown benchmark name", code, err, "unknown benchmark 'imagenet'")
 
 
-def test_unknown_method(capsys, tmp_path):
+def test_unknown_method(capsys, tmp_path, fault_log):
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", 'methods=["magic"]', "--out", str(tmp_path))
-    assert code == 2 and "unknown method 'magic'" in error_line(err)
+    assert_clear_error(fault_log, "unknown method name", code, err, "unknown method 'magic'")
 
 
-def test_malformed_config(capsys, tmp_path):
+def test_malformed_config(capsys, tmp_path, fault_log):
     bad = tmp_path / "bad.toml"
     bad.write_text("seed = [unclosed")
     code, _, err = run_cli(capsys, "run", "--config", str(bad), "--out", str(tmp_path))
-    assert code == 2 and "malformed" in error_line(err)
+    assert_clear_error(fault_log, "malformed config file", code, err, "malformed")
 
 
-def test_gguf_of_unsupported_architecture(capsys, tmp_path):
+def test_gguf_of_unsupported_architecture(capsys, tmp_path, fault_log):
     import numpy as np
     from gguf import GGUFWriter
 
@@ -63,15 +68,15 @@ def test_gguf_of_unsupported_architecture(capsys, tmp_path):
     writer.close()
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={path}", "--out",
                            str(tmp_path / "o"), "--quiet")
-    assert code == 2 and "architecture 'bert'" in error_line(err)
+    assert_clear_error(fault_log, "GGUF of an unsupported architecture", code, err, "architecture 'bert'")
 
 
-def test_corrupt_gguf(capsys, tmp_path):
+def test_corrupt_gguf(capsys, tmp_path, fault_log):
     path = tmp_path / "broken.gguf"
     path.write_bytes(b"not a gguf at all")
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--set", f"model.source={path}", "--out",
                            str(tmp_path / "o"), "--quiet")
-    assert code == 2 and "not a readable GGUF" in error_line(err)
+    assert_clear_error(fault_log, "corrupt GGUF file", code, err, "not a readable GGUF")
 
 
 def test_config_keys_listing(capsys):

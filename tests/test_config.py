@@ -24,10 +24,23 @@ def test_overrides_parse_json_values():
     ("fed.centralized_lr=0", "must be > 0"),
     ("fed.rounds", "must look like section.key=value"),
     ("fed.dp_noise=1.0", "needs fed.dp_clip > 0"),
+    ("fed.secagg=true", "needs fed.aggregator fedavg or fedavgm"),
+    ("fed.round_timeout=0", "fed.round_timeout must be > 0"),
 ])
-def test_bad_values_give_specific_errors(override, message):
+def test_bad_values_give_specific_errors(override, message, fault_log):
     with pytest.raises(ConfigError, match=message):
         RunConfig().with_overrides([override])
+    fault_log.bad_input(f"config override {override}", clear_error=True)
+
+
+def test_secagg_rejects_lora_and_the_in_process_path(tiny_ctx):
+    from fedproxy.federated import run_federation
+
+    with pytest.raises(ConfigError, match="set fed.lora_r=0"):
+        RunConfig().with_overrides(["fed.aggregator=fedavg", "fed.secagg=true", "fed.lora_r=4"])
+    cfg = RunConfig().with_overrides(["fed.aggregator=fedavg", "fed.secagg=true"])
+    with pytest.raises(ConfigError, match="needs Flower's engines"):
+        run_federation(tiny_ctx.llm, {}, tiny_ctx.bench.train, tiny_ctx.encoder, cfg.fed, tiny_ctx.device, 0)
 
 
 def test_malformed_toml_is_reported(tmp_path):

@@ -26,16 +26,18 @@ def simulate(cfg, out, client_app=None, resume=False):
     return checkpoint.load(out / "flower_result.pt")
 
 
-def test_server_restart_with_resume_gives_the_uninterrupted_result(tmp_path):
+def test_server_restart_with_resume_gives_the_uninterrupted_result(tmp_path, fault_log):
     cfg2 = small_cfg(2)
     cfg1 = cfg2.with_overrides(["fed.rounds=1"])
     simulate(cfg1, tmp_path / "run")  # the server "dies" after round 1
     resumed = simulate(cfg2, tmp_path / "run", resume=True)
     assert [h["round"] for h in resumed["history"]] == [1, 2]
     assert_same(resumed["params"], in_process_params(cfg2, tmp_path))
+    fault_log.record("server killed between rounds, restarted with resume", survived=True,
+                     rounds_lost=2 - len(resumed["history"]))
 
 
-def test_client_crashing_mid_round_does_not_stop_the_round(tmp_path):
+def test_client_crashing_mid_round_does_not_stop_the_round(tmp_path, fault_log):
     crashing = ClientApp()
 
     @crashing.train()
@@ -54,6 +56,7 @@ def test_client_crashing_mid_round_does_not_stop_the_round(tmp_path):
     assert len(result["history"]) == 2
     assert all(h["clients"] == [0] for h in result["history"])
     assert any(float(v.abs().sum()) > 0 for v in result["params"].values())
+    fault_log.record("client killed mid-round", survived=True, rounds_lost=2 - len(result["history"]))
 
 
 MALICIOUS = {
@@ -68,7 +71,7 @@ MALICIOUS = {
 
 
 @pytest.mark.parametrize("attack", sorted(MALICIOUS))
-def test_malicious_update_is_rejected_and_round_completes(tiny_cfg, attack):
+def test_malicious_update_is_rejected_and_round_completes(tiny_cfg, attack, fault_log):
     params = {"a": torch.zeros(4), "b": torch.zeros(2, 2)}
     cfg = dataclasses.replace(tiny_cfg.fed, aggregator="fedproxy", max_update_norm=100.0)
     server = FederatedServer(params, cfg, seed=0, num_clients=3)
@@ -82,9 +85,10 @@ def test_malicious_update_is_rejected_and_round_completes(tiny_cfg, attack):
     rec = server.aggregate([(0, ClientResult(honest, 5, metrics)), (1, ClientResult(honest, 5, metrics)), (2, bad)])
     assert rec["clients"] == [0, 1] and rec["rejected"][0]["client"] == 2 and rec["rejected"][0]["reason"]
     assert torch.equal(server.params["a"], torch.ones(4))
+    fault_log.record(f"malicious update: {attack}", survived=True, rounds_lost=1 - len(server.history))
 
 
-def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path):
+def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path, fault_log):
     path = tmp_path / "federation.pt"
     checkpoint.save({"round": 1}, path)
     checkpoint.save({"round": 2}, path)
@@ -92,9 +96,10 @@ def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path):
     with pytest.raises(FedProxyError, match="is corrupt.*previous checkpoint .*federation.pt.prev is intact"):
         checkpoint.load(path)
     assert checkpoint.load(path.with_name("federation.pt.prev")) == {"round": 1}
+    fault_log.record("corrupted checkpoint (previous one kept)", survived=True)
 
 
-def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path):
+def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path, fault_log):
     from tests.test_cli import error_line, run_cli
 
     out = tmp_path / "run"
@@ -105,3 +110,4 @@ def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet", "--resume",
                            "--set", 'methods=["fedproxy"]')
     assert code == 2 and "is corrupt" in error_line(err)
+    fault_log.bad_input("corrupted checkpoint given to `fedproxy run --resume`", clear_error=True)

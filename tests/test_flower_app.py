@@ -1,5 +1,6 @@
 """The Flower app computes what the in-process path computes, for the same seed."""
 
+import json
 
 import torch
 
@@ -27,10 +28,10 @@ def in_process_params(cfg, tmp_path):
     return server.params
 
 
-def assert_same(a, b):
+def assert_same(a, b, atol=1e-5):
     assert set(a) == set(b)
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        assert torch.allclose(a[k], b[k], atol=atol), (k, float((a[k] - b[k]).abs().max()))
 
 
 def assert_audit_clean(out_dir, cfg, tmp_path):
@@ -47,19 +48,46 @@ def assert_audit_clean(out_dir, cfg, tmp_path):
     proxy_keys = set(comp.proxy.state_dict())
     trainable = set(trainable_names(comp.proxy, cfg.fed))
     llm_bytes = sum(p.numel() * 4 for p in ctx.llm.parameters())
+    proxy_bytes = sum(p.numel() * 4 for p in comp.proxy.parameters())
     for entry in audit:
         content = entry["content"]
         if entry["direction"] == "server->client":
             arrays = [k for rec in content.values() if rec["type"] == "arrays" for k in rec["keys"]]
+            sent = sum(rec["bytes"] for rec in content.values() if rec["type"] == "arrays")
+            if "fitins.parameters" in content:  # SecAgg+'s legacy layout numbers the proxy's tensors
+                assert len(arrays) <= len(proxy_keys) and sent <= proxy_bytes + 256 * len(arrays)  # + npy headers
+                continue
             assert set(arrays) <= proxy_keys, set(arrays) - proxy_keys
-            sent_blocks = {p[1] for k in arrays if (p := split_block_key(k))}
-            assert len(sent_blocks) == len(comp.pmap.keep) < ctx.llm.config.num_hidden_layers
-            assert sum(rec.get("bytes", 0) for rec in content.values()) < llm_bytes
+            if arrays:  # SecAgg+ key-exchange messages carry no arrays
+                sent_blocks = {p[1] for k in arrays if (p := split_block_key(k))}
+                assert len(sent_blocks) == len(comp.pmap.keep) < ctx.llm.config.num_hidden_layers
+                assert sent < llm_bytes
+        elif entry["error"]:
+            assert content == {}
+        elif cfg.fed.secagg:  # masked vectors and keys (config records), scalar metrics, no plain arrays
+            assert set(content) <= SECAGG_REPLY, set(content) - SECAGG_REPLY
+            assert all(rec.get("bytes", 0) == 0 for rec in content.values() if rec["type"] == "arrays")
         else:
             assert set(content) == {"arrays", "metrics", "info"}
             assert set(content["arrays"]["keys"]) <= trainable
             assert all(dt.startswith("float") for dt in content["arrays"]["dtypes"])  # no token ids
             assert set(content["info"]["keys"]) == {"kind", "partition-id"}  # no text
+
+
+SECAGG_REPLY = {"secaggplus_configs", "fitres.metrics", "fitres.num_examples", "fitres.parameters", "fitres.status"}
+
+
+def run_sim(cfg, out, num_supernodes):
+    from flwr.simulation import run_simulation
+
+    from fedproxy.flower_app import client_app, make_server_app
+
+    run_simulation(server_app=make_server_app(cfg, out), client_app=client_app, num_supernodes=num_supernodes,
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": 2, "include_dashboard": False}})
+    result = checkpoint.load(out / "flower_result.pt")
+    assert result is not None, "the ServerApp did not finish"
+    return result
 
 
 def test_tokenizer_survives_the_wire(tiny_ctx):
@@ -69,16 +97,31 @@ def test_tokenizer_survives_the_wire(tiny_ctx):
 
 
 def test_simulation_engine_matches_in_process(tmp_path):
-    from flwr.simulation import run_simulation
-
-    from fedproxy.flower_app import client_app, make_server_app
-
     cfg = small_cfg(2)
-    run_simulation(server_app=make_server_app(cfg, tmp_path / "sim"), client_app=client_app, num_supernodes=2,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": 2, "include_dashboard": False}})
-    result = checkpoint.load(tmp_path / "sim" / "flower_result.pt")
-    assert result is not None, "the ServerApp did not finish"
+    result = run_sim(cfg, tmp_path / "sim", 2)
     assert len(result["history"]) == 2
     assert_same(result["params"], in_process_params(cfg, tmp_path))
     assert_audit_clean(tmp_path / "sim", cfg, tmp_path)
+
+
+def test_secagg_plus_in_the_simulation_engine_equals_fedavg_and_hides_updates(tmp_path):
+    """`fedproxy run` with fed.engine=simulation and SecAgg+: the server sees only the weighted
+    mean, and the federated proxy equals plain in-process FedAvg up to SecAgg+'s quantization."""
+    from fedproxy.compress import load_proxy
+    from fedproxy.modeling import snapshot
+    from fedproxy.pipeline import run
+
+    base = small_cfg(3).with_overrides(['methods=["fedproxy"]', "fed.aggregator=fedavg", "fuse.scales=[1.0]"])
+    secure = base.with_overrides(["fed.engine=simulation", "fed.secagg=true"])
+    run(secure, tmp_path / "secure", progress=False)
+    run(base, tmp_path / "plain", progress=False)
+    rounds = json.loads((tmp_path / "secure" / "results" / "fedproxy.json").read_text())["federation"]
+    assert rounds["rounds"] == 2 and rounds["bytes_up_per_client_per_round"] > 0
+    tuned = {name: snapshot(load_proxy(tmp_path / name / "work" / "fedproxy" / "proxy_tuned")[0])
+             for name in ("secure", "plain")}
+    base_proxy = snapshot(load_proxy(tmp_path / "plain" / "work" / "fedproxy" / "proxy")[0])
+    assert any(not torch.allclose(tuned["plain"][k], base_proxy[k], atol=1e-3) for k in base_proxy)  # it trained
+    assert_same(tuned["secure"], tuned["plain"], atol=1e-4)  # SecAgg+ quantizes stochastically
+    history = checkpoint.load(tmp_path / "secure" / "work" / "fedproxy" / "flower" / "flower_server.pt")["history"]
+    assert all(r["secure_aggregation"] and r["clients"] == [0, 1, 2] for r in history)
+    assert_audit_clean(tmp_path / "secure" / "work" / "fedproxy" / "flower", secure, tmp_path)

@@ -80,6 +80,8 @@ class CompressConfig:
     kl_weight: float = _f(1.0, "weight of the logit KL term")
     hidden_weight: float = _f(1.0, "weight of the hidden-state matching term at mapped layers")
     temperature: float = _f(1.0, "distillation softmax temperature")
+    proxy_dir: str = _f("", "reuse a proxy saved by `fedproxy compress` (or a run's work/fedproxy/proxy) "
+                            "instead of compressing again; the other compress.* fields are then ignored")
 
     def __post_init__(self) -> None:
         _check(0.0 < self.keep_ratio <= 1.0, f"compress.keep_ratio must be in (0, 1], got {self.keep_ratio}")
@@ -111,6 +113,14 @@ class FedConfig:
     max_update_norm: float = _f(0.0, "reject client updates whose L2 norm exceeds this (0 = off)")
     dp_noise: float = _f(0.0, "client-level DP noise multiplier (0 = off; needs dp_clip > 0)")
     dp_clip: float = _f(0.0, "client update L2 clipping bound for DP (0 = off)")
+    engine: str = _f("in-process", "where `fedproxy run` federates: 'in-process' (fast, same client/server code) "
+                                   "or 'simulation' (Flower's Simulation Engine; needed for fed.secagg)")
+    round_timeout: float = _f(600.0, "Flower engines: seconds a round waits for client replies; clients that do "
+                                     "not answer in time are left out of that round")
+    secagg: bool = _f(False, "Flower SecAgg+ secure aggregation (Flower engines only): the server sees only the "
+                             "weighted mean of the updates; needs aggregator fedavg or fedavgm and dense updates")
+    secagg_clip: float = _f(0.01, "SecAgg+ per-coordinate range of the example-weighted update (delta x "
+                                  "num_examples / 1000) before quantization to 22 bits")
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, f"fed.rounds must be >= 1, got {self.rounds}")
@@ -124,6 +134,15 @@ class FedConfig:
         _check(0.0 < self.ties_density <= 1.0, f"fed.ties_density must be in (0, 1], got {self.ties_density}")
         _check(self.dp_noise >= 0 and self.dp_clip >= 0, "fed.dp_noise and fed.dp_clip must be >= 0")
         _check(not (self.dp_noise > 0 and self.dp_clip <= 0), "fed.dp_noise > 0 needs fed.dp_clip > 0")
+        _check(not self.secagg or self.aggregator in ("fedavg", "fedavgm"),
+               f"fed.secagg reveals only the mean update, so it needs fed.aggregator fedavg or fedavgm "
+               f"(got '{self.aggregator}')")
+        _check(not self.secagg or self.lora_r == 0,
+               "fed.secagg sums updates, and sums of LoRA factors are not LoRA sums; set fed.lora_r=0")
+        _check(self.engine in ("in-process", "simulation"),
+               f"fed.engine must be 'in-process' or 'simulation', got '{self.engine}'")
+        _check(self.round_timeout > 0, f"fed.round_timeout must be > 0, got {self.round_timeout}")
+        _check(self.secagg_clip > 0, f"fed.secagg_clip must be > 0, got {self.secagg_clip}")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from . import checkpoint
 from .config import RunConfig, load_config
-from .errors import ConfigError
+from .errors import ConfigError, FedProxyError
+from .flower_audit import AuditGrid
+from .flower_secagg import is_secagg_train, secagg_mod, secagg_round, secagg_train
 
 log = logging.getLogger("fedproxy.flower")
 
@@ -65,8 +68,8 @@ def client_query(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({"info": ConfigRecord({"partition-id": pid})}), reply_to=msg)
 
 
-@client_app.train()
-def client_train(msg: Message, context: Context) -> Message:
+def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], pid: int):
+    """Rebuild the proxy from what the server sent and train it on partition ``pid``."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .data import load_benchmark
@@ -75,9 +78,7 @@ def client_train(msg: Message, context: Context) -> Message:
     from .federated.server import client_seed
     from .modeling import load_params, pick_device
 
-    conf = msg.content["config"]
     cfg = RunConfig.from_flat(json.loads(str(conf["run-config"])))
-    pid = int(context.node_config.get("partition-id", 0))
     server_round = int(conf["round"])
     bench = load_benchmark(cfg.data, cfg.seed)
     tok = tokenizer_from_payload(str(conf["tokenizer"]))
@@ -85,11 +86,20 @@ def client_train(msg: Message, context: Context) -> Message:
     arch = json.loads(str(conf["proxy-config"]))
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch)).float().eval()
     device = pick_device(cfg.device)
-    load_params(model, _tensors(msg.content["frozen"]))
+    load_params(model, frozen)
     model.to(device)
-    global_params = _tensors(msg.content["arrays"])
     res = local_train(model, global_params, bench.train[pid], encoder, cfg.fed, device,
                       client_seed(cfg.seed, server_round, pid), cfg.bf16)
+    return cfg, res
+
+
+@client_app.train(mods=[secagg_mod])
+def client_train(msg: Message, context: Context) -> Message:
+    pid = int(context.node_config.get("partition-id", 0))
+    if is_secagg_train(msg):
+        return secagg_train(msg, pid, local_update)
+    conf = msg.content["config"]
+    _, res = local_update(conf, _tensors(msg.content["arrays"]), _tensors(msg.content["frozen"]), pid)
     metrics = {k: float(v) for k, v in res.metrics.items()}
     metrics["num-examples"] = res.num_examples
     return Message(content=RecordDict({
@@ -106,20 +116,6 @@ def _run_config(context: Context) -> tuple[RunConfig, Path, bool]:
     overrides = [o for o in str(rc.get("overrides", "")).split(";") if o.strip()]
     out = Path(str(rc.get("out-dir", "")) or "runs/flower")
     return load_config(spec).with_overrides(overrides), out, bool(rc.get("resume", False))
-
-
-def describe(content: RecordDict) -> dict:
-    """Names, kinds and dtypes of everything in a message (for the privacy/IP audit)."""
-    out = {}
-    for name, rec in content.items():
-        if isinstance(rec, ArrayRecord):
-            out[name] = {"type": "arrays", "keys": sorted(rec.keys()), "dtypes": sorted({a.dtype for a in rec.values()}),
-                         "bytes": sum(len(a.data) for a in rec.values())}
-        elif isinstance(rec, MetricRecord):
-            out[name] = {"type": "metrics", "keys": sorted(rec.keys())}
-        else:
-            out[name] = {"type": "config", "keys": sorted(rec.keys())}
-    return out
 
 
 def _partitions(grid: Grid, want: int, timeout: float) -> dict[int, int]:
@@ -139,31 +135,47 @@ def _partitions(grid: Grid, want: int, timeout: float) -> dict[int, int]:
     return out
 
 
-def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0, resume: bool = False) -> Path:
-    """The FedProxy server loop over a Flower Grid; returns the path of the saved result.
+def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: Context | None = None) -> Path:
+    """The stand-alone ServerApp: make the proxy, federate it over ``grid``, save the result.
+
+    Writes ``out/flower_result.pt`` (global proxy parameters, history, proxy map, seed) and
+    returns its path.
+    """
+    from .context import build_context
+    from .methods import make_proxy
+
+    ctx = build_context(cfg, out, progress=False)
+    proxy, pmap, _ = make_proxy(ctx, cfg.compress, out)
+    server = federate_over_grid(grid, cfg, proxy, ctx.tokenizer, len(ctx.bench.train), out, resume, context)
+    result = out / "flower_result.pt"
+    checkpoint.save({"params": server.params, "history": server.history, "keep": pmap.keep, "seed": cfg.seed},
+                    result)
+    return result
+
+
+def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, tokenizer, num_clients: int, out: Path,
+                       resume: bool = False, context: Context | None = None, blocks_only: list[int] | None = None):
+    """FedProxy rounds over a Flower Grid; returns the :class:`FederatedServer` after the last round.
 
     With ``resume`` the server continues after the last round in ``out/flower_server.pt``
     (same final result as an uninterrupted run with the same seed). Clients that fail or do
-    not answer within ``round_timeout`` are left out of that round.
+    not answer within ``fed.round_timeout`` seconds are left out of that round. With
+    ``fed.secagg`` each round runs Flower's SecAgg+ protocol (needs the ServerApp ``context``).
+    Every message is recorded in ``out/message_audit.json``.
     """
-    from .compress import compress
-    from .context import build_context
     from .federated import ClientResult, FederatedServer, trainable_names
     from .modeling import snapshot
 
-    ctx = build_context(cfg, out, progress=False)
-    comp = compress(ctx.llm, ctx.server_text_batches(cfg.compress.distill_batch), cfg.compress, ctx.device,
-                    cfg.seed, ctx.bf16, progress=False)
-    proxy = comp.proxy
-    names = trainable_names(proxy, cfg.fed)
+    round_timeout = cfg.fed.round_timeout
+    names = trainable_names(proxy, cfg.fed, blocks_only)
     all_params = snapshot(proxy)
     frozen = {k: v for k, v in all_params.items() if k not in names}
-    server = FederatedServer({k: all_params[k] for k in names}, cfg.fed, cfg.seed, len(ctx.bench.train))
-    parts = _partitions(grid, len(ctx.bench.train), round_timeout)
-    missing = sorted(set(range(len(ctx.bench.train))) - set(parts))
+    server = FederatedServer({k: all_params[k] for k in names}, cfg.fed, cfg.seed, num_clients)
+    parts = _partitions(grid, num_clients, round_timeout)
+    missing = sorted(set(range(num_clients)) - set(parts))
     if missing:
         log.warning("no SuperNode holds partitions %s; they will be skipped", missing)
-    static = {"run-config": json.dumps(cfg.to_flat()), "tokenizer": tokenizer_payload(ctx.tokenizer),
+    static = {"run-config": json.dumps(cfg.to_flat()), "tokenizer": tokenizer_payload(tokenizer),
               "proxy-config": json.dumps(proxy.config.to_dict())}
     ckpt = out / "flower_server.pt"
     audit_path = out / "message_audit.json"
@@ -172,34 +184,41 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, round_timeout: float = 600.0, r
         server.load_state_dict(state)
         audit = json.loads(audit_path.read_text()) if audit_path.is_file() else []
         log.info("resuming after round %d", server.round)
+    if cfg.fed.secagg and context is None:
+        raise ConfigError("fed.secagg needs the ServerApp context; call serve(..., context=context)")
+    wire = AuditGrid(grid, audit)
     while server.round < cfg.fed.rounds:
-        r = server.round
+        r = wire.round = server.round
         t0 = time.perf_counter()
-        msgs = [Message(content=RecordDict({"arrays": _arrays(server.params), "frozen": _arrays(frozen),
-                                            "config": ConfigRecord({**static, "round": r})}),
-                        dst_node_id=parts[c], message_type="train")
-                for c in server.sample(r) if c in parts]
-        audit += [{"round": r, "direction": "server->client", "type": m.metadata.message_type,
-                   "content": describe(m.content)} for m in msgs]
-        results = []
-        for reply in grid.send_and_receive(msgs, timeout=round_timeout):
-            audit.append({"round": r, "direction": "client->server", "error": reply.has_error(),
-                          "content": {} if reply.has_error() else describe(reply.content)})
-            if reply.has_error():
-                log.warning("round %d: a client failed: %s", r + 1, reply.error.reason)
-                continue
-            m = dict(reply.content["metrics"])
-            info = reply.content["info"]
-            results.append((int(info["partition-id"]), ClientResult(
-                _tensors(reply.content["arrays"]), int(m.pop("num-examples")), m, str(info["kind"]))))
-        rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
-        log.info("round %d: %d clients, %d rejected", rec["round"], len(rec["clients"]), len(rec["rejected"]))
+        sampled = {c: parts[c] for c in server.sample(r) if c in parts}
+        if cfg.fed.secagg:
+            wire.bytes_from = {}
+            mean, metrics = secagg_round(wire, context, cfg.fed, r, sampled, server.params, frozen,
+                                         {**static, "round": r}, round_timeout)
+            for pid, m in metrics.items():  # what each client uploaded over all four SecAgg+ stages
+                m["bytes_up"] = wire.bytes_from.get(sampled[pid], 0)
+            rec = server.apply_secure_mean(mean, list(metrics) if mean else [], metrics,
+                                           extra={"round_seconds": time.perf_counter() - t0})
+        else:
+            msgs = [Message(content=RecordDict({"arrays": _arrays(server.params), "frozen": _arrays(frozen),
+                                                "config": ConfigRecord({**static, "round": r})}),
+                            dst_node_id=node, message_type="train") for node in sampled.values()]
+            results = []
+            for reply in wire.send_and_receive(msgs, timeout=round_timeout):
+                if reply.has_error():
+                    log.warning("round %d: a client failed: %s", r + 1, reply.error.reason)
+                    continue
+                m = dict(reply.content["metrics"])
+                info = reply.content["info"]
+                results.append((int(info["partition-id"]), ClientResult(
+                    _tensors(reply.content["arrays"]), int(m.pop("num-examples")), m, str(info["kind"]))))
+            rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
+        rec["missing"] = sorted(set(sampled) - set(rec["clients"]) - {x["client"] for x in rec["rejected"]})
+        log.info("round %d: %d clients, %d rejected, %d missing%s", rec["round"], len(rec["clients"]),
+                 len(rec["rejected"]), len(rec["missing"]), " (SecAgg+)" if cfg.fed.secagg else "")
         checkpoint.save(server.state_dict(), ckpt)
         audit_path.write_text(json.dumps(audit, indent=2))
-    result = out / "flower_result.pt"
-    checkpoint.save({"params": server.params, "history": server.history, "keep": comp.pmap.keep,
-                     "seed": cfg.seed}, result)
-    return result
+    return server
 
 
 @server_app.main()
@@ -209,15 +228,43 @@ def server_main(grid: Grid, context: Context) -> None:
     except ConfigError as err:
         log.error("%s", err)
         raise
-    serve(grid, cfg, out, resume=resume)
+    serve(grid, cfg, out, resume=resume, context=context)
 
 
-def make_server_app(cfg: RunConfig, out: Path, resume: bool = False, round_timeout: float = 600.0) -> ServerApp:
+def simulate(cfg: RunConfig, proxy: torch.nn.Module, tokenizer, num_clients: int, out: Path,
+             resume: bool = False, blocks_only: list[int] | None = None):
+    """Federate ``proxy`` in Flower's Simulation Engine (one Ray actor per client at a time).
+
+    Same rounds, same result as the in-process path for the same seed, but every update
+    crosses Flower's message layer (and SecAgg+ can run). Returns the FederatedServer.
+    """
+    from flwr.simulation import run_simulation
+
+    done = {}
+    app = ServerApp()
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        done["server"] = federate_over_grid(grid, cfg, proxy, tokenizer, num_clients, out, resume, context,
+                                            blocks_only)
+
+    cpus = os.cpu_count() or 1  # one client at a time with all cores, like the in-process path
+    run_simulation(server_app=app, client_app=client_app, num_supernodes=num_clients,
+                   backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 1.0 if proxy.device.type ==
+                                                        "cuda" else 0.0},
+                                   "init_args": {"num_cpus": cpus, "include_dashboard": False}})
+    if "server" not in done:
+        raise FedProxyError(f"the Flower simulation stopped before the last round; see the log above. "
+                            f"Rerun with --resume to continue from {out / 'flower_server.pt'}")
+    return done["server"]
+
+
+def make_server_app(cfg: RunConfig, out: Path, resume: bool = False) -> ServerApp:
     """A ServerApp bound to a config object (for the Simulation Engine's Python API)."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        serve(grid, cfg, out, round_timeout=round_timeout, resume=resume)
+        serve(grid, cfg, out, resume=resume, context=context)
 
     return app

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
-from .compress import compress, save_proxy
+from .compress import compress, load_proxy, save_proxy
 from .compress.base import ProxyMap, build_proxy
 from .context import RunContext
 from .federated import run_federation, trainable_names
@@ -35,15 +36,24 @@ def fed_summary(server) -> dict:
     }
 
 
+def make_proxy(ctx: RunContext, compress_cfg, work: Path):
+    """The proxy, its map and a summary: loaded from ``compress.proxy_dir`` or compressed now."""
+    if compress_cfg.proxy_dir:
+        proxy, pmap = load_proxy(Path(compress_cfg.proxy_dir))
+        pmap.check_llm(ctx.llm)
+        return proxy.to(ctx.device), pmap, {"method": "loaded", "proxy_dir": compress_cfg.proxy_dir, "keep": pmap.keep}
+    comp = compress(ctx.llm, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg, ctx.device,
+                    ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress)
+    return comp.proxy, comp.pmap, comp.info
+
+
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
                    blocks_only=None, keep=None, save: bool = True) -> dict:
     """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate."""
     t0 = time.perf_counter()
     work = ctx.method_dir(name)
     if keep is None:
-        comp = compress(ctx.llm, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg, ctx.device,
-                        ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress)
-        proxy, pmap, comp_info = comp.proxy, comp.pmap, comp.info
+        proxy, pmap, comp_info = make_proxy(ctx, compress_cfg, work)
     else:
         proxy = build_proxy(ctx.llm, keep).to(ctx.device)
         pmap = ProxyMap(len(blocks(ctx.llm)), keep, ctx.llm.config.model_type, "fixed")
@@ -52,10 +62,17 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     keep_files = save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
-    names = trainable_names(proxy, fed_cfg, blocks_only)
-    server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
-                            ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume, progress=ctx.progress,
-                            desc=f"{name}: rounds")
+    if fed_cfg.engine == "simulation":
+        from .flower_app import simulate  # Flower and Ray load only when asked for
+
+        run_cfg = dataclasses.replace(ctx.cfg, fed=fed_cfg)
+        server = simulate(run_cfg, proxy, ctx.tokenizer, len(ctx.bench.train), work / "flower", ctx.resume,
+                          blocks_only)
+    else:
+        names = trainable_names(proxy, fed_cfg, blocks_only)
+        server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
+                                ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume, progress=ctx.progress,
+                                desc=f"{name}: rounds")
     delta = server.total_delta()
     load_params(proxy, server.params)
     proxy_after = ctx.evaluate(proxy)

@@ -52,6 +52,13 @@ class ProxyMap:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({**asdict(self), "spans": self.spans}, indent=2))
 
+    def check_llm(self, llm: nn.Module) -> None:
+        """Fail clearly when this map was made from a different LLM."""
+        n, kind = len(blocks(llm)), llm.config.model_type
+        if (n, kind) != (self.llm_num_layers, self.model_type):
+            raise ModelError(f"proxy map was made from a {self.model_type} LLM of {self.llm_num_layers} blocks, but "
+                             f"this LLM is a {kind} of {n} blocks; use a proxy compressed from this LLM")
+
     @classmethod
     def load(cls, path: Path) -> "ProxyMap":
         try:

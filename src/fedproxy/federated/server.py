@@ -24,6 +24,9 @@ from .lora import lora_to_dense
 
 log = logging.getLogger("fedproxy.server")
 
+# Aggregators that only need the (weighted) mean of the updates, which is all SecAgg+ reveals.
+SECURE_AGGREGATORS = ("fedavg", "fedavgm")
+
 
 def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
@@ -76,13 +79,41 @@ class FederatedServer:
             metrics[cid] = {**res.metrics, "update_norm": norm, "bytes_up": tensor_bytes(res.update)}
         record = {"round": self.round + 1, "clients": accepted, "rejected": rejected, "client_metrics": metrics,
                   "bytes_down_per_client": tensor_bytes(self.params), **(extra or {})}
-        if deltas:
-            agg = self.aggregate_fn(deltas, sizes, self.opts, self.agg_state)
+        agg = self.aggregate_fn(deltas, sizes, self.opts, self.agg_state) if deltas else None
+        return self._apply(agg, record, len(deltas), t0)
+
+    def apply_secure_mean(self, mean: Delta, clients: list[int], metrics: dict[int, dict],
+                          extra: dict | None = None) -> dict:
+        """Finish a round from an already-averaged update (SecAgg+ reveals only that).
+
+        Individual updates are never seen, so they cannot be validated or clipped here:
+        clients clip their own updates (``fed.dp_clip``) and only the mean is checked.
+        """
+        t0 = time.perf_counter()
+        if self.cfg.aggregator not in SECURE_AGGREGATORS:
+            raise ConfigError(f"secure aggregation supports {SECURE_AGGREGATORS}, not '{self.cfg.aggregator}'")
+        record = {"round": self.round + 1, "clients": sorted(clients), "rejected": [], "client_metrics": metrics,
+                  "bytes_down_per_client": tensor_bytes(self.params), "secure_aggregation": True, **(extra or {})}
+        agg = None
+        if clients:
+            try:
+                validate_update(mean, self.shapes, 0.0)
+                # fedavg of one pre-averaged update is that update; fedavgm adds its server momentum.
+                agg = self.aggregate_fn([mean], [1], self.opts, self.agg_state)
+            except UpdateRejected as err:
+                log.warning("round %d: rejected the securely aggregated update: %s", self.round + 1, err)
+                record["rejected"].append({"client": "aggregate", "reason": str(err)})
+        return self._apply(agg, record, len(clients), t0)
+
+    def _apply(self, agg: Delta | None, record: dict, num_clients: int, t0: float) -> dict:
+        metrics = record["client_metrics"]
+        if agg is not None:
             if self.cfg.dp_noise > 0:
                 gen = torch.Generator().manual_seed(self.seed * 31 + self.round)
-                agg = add_gaussian_noise(agg, self.cfg.dp_noise, self.cfg.dp_clip, len(deltas), gen)
+                agg = add_gaussian_noise(agg, self.cfg.dp_noise, self.cfg.dp_clip, num_clients, gen)
             self.params = {k: self.params[k] + agg[k].to(self.params[k].dtype) for k in self.params}
-            record["train_loss"] = sum(m["train_loss"] for m in metrics.values()) / len(metrics)
+            if metrics:
+                record["train_loss"] = sum(m["train_loss"] for m in metrics.values()) / len(metrics)
             if "last_weights" in self.agg_state:
                 record["client_weights"] = self.agg_state["last_weights"]
         else:
@@ -123,6 +154,9 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
                    ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
                    desc: str = "federated rounds") -> FederatedServer:
     """The in-process path: same client and server code as the Flower app, no transport."""
+    if cfg.secagg:
+        raise ConfigError("fed.secagg needs Flower's engines (the masking protocol runs between SuperNodes); "
+                          "set fed.engine=simulation, use the Flower app (docs/flower.md), or set fed.secagg=false")
     server = FederatedServer(global_params, cfg, seed, len(clients))
     ckpt = ckpt_dir / "federation.pt" if ckpt_dir else None
     if ckpt and resume and (state := checkpoint.load(ckpt)) is not None:
@@ -131,11 +165,12 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
     bar = tqdm(total=cfg.rounds, initial=server.round, desc=desc, disable=not progress)
     while server.round < cfg.rounds:
         r = server.round
+        t0 = time.perf_counter()
         results = [
             (c, local_train(model, server.params, clients[c], encoder, cfg, device, client_seed(seed, r, c), bf16))
             for c in server.sample(r)
         ]
-        rec = server.aggregate(results)
+        rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
         bar.update(1)
         bar.set_postfix(loss=f"{rec.get('train_loss', float('nan')):.3f}")
         if ckpt:

@@ -1,0 +1,70 @@
+"""How much does the fusion recipe matter? Every (variant, scale) on a finished run, on server
+validation (what the run may use to choose) and on the test splits (what it cannot see).
+
+Usage:
+    python benchmarks/fusion_grid.py runs/default [runs/other ...] --out runs/fusion_grid.json
+
+Reads ``<run>/report.json`` (config, seed) and the run's saved proxies
+``<run>/work/fedproxy/{proxy,proxy_tuned}``; no training. The gap between the test accuracy
+of the validation-chosen recipe and the best test accuracy in the grid is what a better
+recipe choice could still gain; the grid's best is an oracle, never reported as a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fedproxy.compress import load_proxy
+from fedproxy.config import RunConfig
+from fedproxy.context import build_context
+from fedproxy.fuse import VARIANTS, fuse_state
+from fedproxy.modeling import load_params, snapshot
+
+
+def grid(run: Path, scales: list[float]) -> dict:
+    report = json.loads((run / "report.json").read_text())
+    cfg = RunConfig.from_dict(report["config"])
+    ctx = build_context(cfg, run / "fusion_grid", progress=False)
+    base, pmap = load_proxy(run / "work" / "fedproxy" / "proxy")
+    tuned, _ = load_proxy(run / "work" / "fedproxy" / "proxy_tuned")
+    b, t = snapshot(base), snapshot(tuned)
+    delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
+    llm_state = snapshot(ctx.llm)
+    rows = []
+    for variant in VARIANTS:
+        for scale in scales:
+            load_params(ctx.llm, fuse_state(llm_state, delta, pmap, variant, scale))
+            rows.append({"variant": variant, "scale": scale, "val_accuracy": ctx.val_accuracy(ctx.llm),
+                         "test_accuracy": ctx.evaluate(ctx.llm)["accuracy"]})
+            print(f"{run.name}: {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
+                  f"test {rows[-1]['test_accuracy']:.3f}", flush=True)
+    chosen = report["methods"]["fedproxy"]["fusion"]
+    return {"seed": cfg.seed, "chosen": {"variant": chosen["variant"], "scale": chosen["scale"]},
+            "chosen_test_accuracy": report["methods"]["fedproxy"]["accuracy"], "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0])
+    p.add_argument("--out", type=Path, default=Path("runs/fusion_grid.json"))
+    args = p.parse_args(argv)
+    results = {str(r): grid(r, args.scales) for r in args.runs}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print("| run | chosen on val | its test acc | best val recipe in grid | best test acc in grid (oracle) |")
+    print("|---|---|---|---|---|")
+    for run, r in results.items():
+        best_val = max(r["rows"], key=lambda x: x["val_accuracy"])
+        best_test = max(r["rows"], key=lambda x: x["test_accuracy"])
+        print(f"| {run} | {r['chosen']['variant']} x{r['chosen']['scale']:g} | {r['chosen_test_accuracy']:.3f} | "
+              f"{best_val['variant']} x{best_val['scale']:g} ({best_val['test_accuracy']:.3f}) | "
+              f"{best_test['test_accuracy']:.3f} ({best_test['variant']} x{best_test['scale']:g}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
