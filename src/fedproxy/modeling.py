@@ -37,6 +37,19 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
+def adamw(params, lr: float) -> torch.optim.AdamW:
+    """AdamW without weight decay, fused into one kernel where torch has one for these tensors.
+
+    Profiling a proxy client step on CPU (benchmarks/profile_step.py) showed the default
+    multi-tensor AdamW taking about as long as forward + backward; the fused kernel makes one
+    pass over parameters, gradients and moments instead of several.
+    """
+    params = list(params)
+    fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) and p.device.type in ("cpu", "cuda")
+                for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=fused or None)
+
+
 def autocast(device: torch.device, enabled: bool):
     if enabled and bf16_supported(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)

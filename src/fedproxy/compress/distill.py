@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint
 from ..config import CompressConfig
-from ..modeling import autocast
+from ..modeling import adamw, autocast
 from .base import ProxyMap
 
 
@@ -27,7 +27,7 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
     params = trainable_block_params(proxy)
     for n, p in proxy.named_parameters():
         p.requires_grad_(n in params)
-    opt = torch.optim.AdamW(params.values(), lr=cfg.distill_lr, weight_decay=0.0)
+    opt = adamw(params.values(), cfg.distill_lr)
     rng = random.Random(seed)
     start, history = 0, []
     ckpt = ckpt_dir / "distill.pt" if ckpt_dir else None

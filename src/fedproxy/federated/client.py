@@ -16,7 +16,7 @@ from ..compress.base import split_block_key
 from ..config import FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder, infinite_batches
-from ..modeling import autocast, load_params, snapshot
+from ..modeling import adamw, autocast, load_params, snapshot
 from ..objectives import label_loss
 
 
@@ -72,7 +72,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         for n, p in model.named_parameters():
             p.requires_grad_(n in params)
     anchor = {n: global_params[n].to(device) for n in names} if cfg.prox_mu > 0 and cfg.lora_r == 0 else None
-    opt = torch.optim.AdamW(params.values(), lr=cfg.lr, weight_decay=0.0)
+    opt = adamw(params.values(), cfg.lr)
     rng = random.Random(seed)
     stream = infinite_batches(examples, cfg.batch_size, rng)
     train_model.train()
