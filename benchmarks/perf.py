@@ -1,6 +1,6 @@
 """Client and server costs of FedProxy vs full-LLM fine-tuning vs Offsite-Tuning, in one run.
 
-Usage (the table in docs/results.md):
+Usage (the table in README.md and docs/results.md):
     python benchmarks/perf.py --steps 6 --out runs/perf.json
 
 Every training configuration runs in its own fresh process, so each peak RSS is its own.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,10 +40,19 @@ def _block_params(model, ids) -> list[int]:
     return [sum(p.numel() for p in layers[i].parameters()) for i in ids]
 
 
-def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, steps: int, seed: int, queue) -> None:
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, steps: int, seed: int, batch: int,
+                  queue) -> None:
     """Load only what a client would hold (the model in ``model_dir``) and time training steps."""
     import dataclasses
+    import random
     import resource
+
+    from fedproxy.data.encode import infinite_batches
 
     from fedproxy.config import RunConfig
     from fedproxy.data import load_benchmark
@@ -51,13 +61,14 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     from fedproxy.modeling import bf16_supported, blocks, load_pretrained, pick_device, snapshot
 
     cfg = RunConfig()
+    baseline_rss = _rss_mb()  # the Python + torch + transformers runtime, before any model
     model, tok = load_pretrained(model_dir)
     device = pick_device(cfg.device)
     model.to(device)
     bf16 = cfg.bf16 and bf16_supported(device)
     bench = load_benchmark(cfg.data, seed)
     encoder = Encoder(tok, bench, cfg.data.max_length)
-    fed = dataclasses.replace(cfg.fed, local_steps=steps)
+    fed = dataclasses.replace(cfg.fed, local_steps=steps, batch_size=batch)
     names = trainable_names(model, fed, blocks_only)
     # one warm-up step, then the measured steps
     local_train(model, snapshot(model, names), bench.train[0], encoder, dataclasses.replace(fed, local_steps=1),
@@ -69,10 +80,20 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     trainable_blocks = range(n_blocks) if blocks_only is None else blocks_only
     flops_per_token = 2 * sum(per_block) + 2 * sum(per_block[lowest:]) + 2 * sum(per_block[i] for i in trainable_blocks)
     tokens_per_s = res.metrics["tokens_per_s"]
-    queue.put({"kind": kind, "tokens_per_s": tokens_per_s, "train_flops_per_s": tokens_per_s * flops_per_token,
+    # the same batches again, to count what the model processed including padding
+    stream = infinite_batches(bench.train[0], batch, random.Random(seed))
+    real = padded = 0
+    for _ in range(steps):
+        b = encoder.batch(next(stream), with_label=True)
+        real, padded = real + int(b.attention_mask.sum()), padded + b.attention_mask.numel()
+    queue.put({"kind": kind, "batch_size": batch, "tokens_per_s": tokens_per_s,
+               "train_flops_per_s": tokens_per_s * flops_per_token,
+               "processed_flops_per_s": tokens_per_s * padded / real * flops_per_token,
+               "padding_fraction": 1 - real / padded,
                "trainable_params": sum(v.numel() for v in res.update.values()),
                "update_bytes": sum(v.numel() * 4 for v in res.update.values()),
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "bf16_autocast": bf16})
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "runtime_rss_mb": baseline_rss, "bf16_autocast": bf16})
 
 
 def prepare_models(workdir: Path, seed: int) -> dict[str, tuple[str, list[int] | None]]:
@@ -99,10 +120,10 @@ def prepare_models(workdir: Path, seed: int) -> dict[str, tuple[str, list[int] |
     return out
 
 
-def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int) -> dict:
+def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, batch: int) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_train_worker, args=(kind, model_dir, blocks_only, steps, seed, q))
+    p = ctx.Process(target=_train_worker, args=(kind, model_dir, blocks_only, steps, seed, batch, q))
     p.start()
     out = q.get()
     p.join()
@@ -156,34 +177,101 @@ def server_costs(seed: int) -> dict:
     return out
 
 
+def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
+    """Seconds of one round (default client settings, ``clients`` clients) in-process, in the
+    Simulation Engine and in the Deployment Engine on loopback, with the same saved proxy."""
+    from fedproxy import checkpoint
+    from fedproxy.compress import build_proxy, save_proxy
+    from fedproxy.compress.base import ProxyMap
+    from fedproxy.compress.uniform import uniform_keep
+    from fedproxy.config import RunConfig
+    from fedproxy.context import build_context
+    from fedproxy.federated import run_federation, trainable_names
+    from fedproxy.flower_app import simulate
+    from fedproxy.loopback import Loopback
+    from fedproxy.modeling import blocks, snapshot
+
+    total = RunConfig().data.num_clients
+    overrides = [f"seed={seed}", "fed.rounds=1", f"fed.fraction={clients / total}"]  # ``clients`` of them train
+    cfg = RunConfig().with_overrides(overrides)
+    ctx = build_context(cfg, workdir / "ctx", progress=False)
+    n = len(blocks(ctx.llm))
+    keep = uniform_keep(n, round(cfg.compress.keep_ratio * n))
+    proxy_dir = save_proxy(build_proxy(ctx.llm, keep), ProxyMap(n, keep, ctx.llm.config.model_type, "uniform"),
+                           workdir / "proxy", ctx.tokenizer)
+    cfg = cfg.with_overrides([f"compress.proxy_dir={proxy_dir}"])
+    out = {}
+    proxy = build_proxy(ctx.llm, keep)
+    names = trainable_names(proxy, cfg.fed)
+    server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, cfg.fed, ctx.device, seed,
+                            ctx.bf16, progress=False)
+    out["in-process"] = server.history[0]["round_seconds"]
+    server = simulate(cfg, build_proxy(ctx.llm, keep), ctx.tokenizer, total, workdir / "sim")
+    out["simulation"] = server.history[0]["round_seconds"]
+    root = Path(__file__).resolve().parents[1]
+    nodes = [f"partition-id={i} num-partitions={total}" for i in range(total)]
+    flat = ";".join(f"{k}={v}" for k, v in [o.split("=", 1) for o in overrides] + [("compress.proxy_dir",
+                                                                                     str(proxy_dir))])
+    with Loopback(workdir / "deploy", nodes) as lb:
+        lb.run(root, f'fedproxy-config="default" out-dir="{workdir / "deploy_out"}" overrides="{flat}"', timeout=900)
+    out["deployment"] = checkpoint.load(workdir / "deploy_out" / "flower_server.pt")["history"][0]["round_seconds"]
+    return {"clients": clients, "round_seconds": out,
+            "overhead": {k: out[k] / out["in-process"] - 1 for k in ("simulation", "deployment")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6, help="measured training steps per configuration")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/perf.json")
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[32],
+                   help="extra proxy batch sizes to measure FLOP/s at (the default batch is always measured)")
+    p.add_argument("--flower-clients", type=int, default=4, help="clients in the Flower overhead rounds (0 = skip)")
     args = p.parse_args(argv)
+    from fedproxy.config import RunConfig
+
+    batch = RunConfig().fed.batch_size
     peak = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     with tempfile.TemporaryDirectory() as tmp:
         models = prepare_models(Path(tmp), args.seed)
-        train = {k: run_isolated(k, d, only, args.steps, args.seed) for k, (d, only) in models.items()}
+        train = {k: run_isolated(k, d, only, args.steps, args.seed, batch) for k, (d, only) in models.items()}
+        d, only = models["proxy"]
+        sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b) for b in args.batch_sizes}
+        flower = flower_overhead(Path(tmp), args.seed, args.flower_clients) if args.flower_clients else None
     server = server_costs(args.seed)
     ot = train["offsite-tuning"]
     server["bytes_per_client_per_round"]["offsite-tuning (adapter, dense fp32)"] = {
         "up": ot["update_bytes"], "down": ot["update_bytes"]}
     result = {"seed": args.seed, "steps": args.steps, "threads": torch.get_num_threads(), "peak_matmul_flops": peak,
-              "training": train, "server": server}
+              "training": train, "proxy_batch_sweep": sweep, "flower": flower, "server": server}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     full = train["full-llm"]
     peak_used = peak["bf16"] if full["bf16_autocast"] else peak["fp32"]
     print(f"peak matmul: fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s "
           f"(training uses {'bf16 autocast' if full['bf16_autocast'] else 'fp32'})")
-    print("| client training | tokens/s | x full LLM | peak RSS MB | x full LLM | achieved / peak FLOP/s |")
-    print("|---|---|---|---|---|---|")
+    print(f"| client training (batch {batch}) | tokens/s | x full LLM | peak RSS MB | x full LLM "
+          "| RSS above runtime MB | x full LLM | useful / peak FLOP/s | processed / peak FLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def model_rss(r):
+        return r["peak_rss_mb"] - r["runtime_rss_mb"]
+
     for k, r in train.items():
         print(f"| {k} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / full['tokens_per_s']:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / full['peak_rss_mb']:.2f} | "
-              f"{r['train_flops_per_s'] / peak_used:.2f} |")
+              f"{model_rss(r):.0f} | {model_rss(r) / model_rss(full):.2f} | "
+              f"{r['train_flops_per_s'] / peak_used:.2f} | {r['processed_flops_per_s'] / peak_used:.2f} |")
+    print(f"(runtime RSS before loading a model: {full['runtime_rss_mb']:.0f} MB; padding "
+          f"{train['proxy']['padding_fraction']:.0%} of processed tokens at batch {batch})")
+    for b, r in sweep.items():
+        print(f"proxy at batch {b}: {r['tokens_per_s']:.0f} tokens/s, useful / peak FLOP/s "
+              f"{r['train_flops_per_s'] / peak_used:.2f}, processed / peak {r['processed_flops_per_s'] / peak_used:.2f}")
+    if flower:
+        rs = flower["round_seconds"]
+        print(f"one round, {flower['clients']} clients: in-process {rs['in-process']:.1f} s, Simulation Engine "
+              f"{rs['simulation']:.1f} s ({flower['overhead']['simulation']:+.0%}), Deployment Engine on loopback "
+              f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%})")
     print("| bytes per client per round | up MB | down MB |")
     print("|---|---|---|")
     for k, r in server["bytes_per_client_per_round"].items():

@@ -34,3 +34,18 @@ def load(path: Path) -> Any | None:
             f"checkpoint {path} is corrupt ({type(err).__name__}){hint}; move it away to resume from the "
             "previous one or start without --resume"
         ) from None
+
+
+def clear(folder: Path) -> int:
+    """Delete the resume checkpoints under ``folder`` once what they protect is saved.
+
+    They are large (a distillation or federation checkpoint holds the proxy and its
+    optimizer state, kept twice with ``.prev``), so a finished method does not leave them.
+    Returns the bytes freed.
+    """
+    freed = 0
+    for pattern in ("*.pt", "*.pt.prev", "*.pt.tmp"):
+        for f in Path(folder).rglob(pattern):
+            freed += f.stat().st_size
+            f.unlink()
+    return freed

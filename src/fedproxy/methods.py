@@ -31,6 +31,9 @@ def fed_summary(server) -> dict:
         "client_tokens_per_s": sum(tps) / max(1, len(tps)),
         "client_peak_rss_mb": max(rss, default=0.0),
         "rejected_updates": sum(len(r["rejected"]) for r in hist),
+        "round_clients": [r["clients"] for r in hist],
+        "round_seconds": [r.get("round_seconds") for r in hist],
+        "secure_aggregation": any(r.get("secure_aggregation", False) for r in hist),
         "round_train_loss": [r.get("train_loss") for r in hist],
         "privacy": server.privacy(),
     }

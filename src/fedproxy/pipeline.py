@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, baselines  # noqa: F401  (baselines register their methods)
+from . import __version__, baselines, checkpoint  # noqa: F401  (baselines register their methods)
 from .config import RunConfig
 from .context import build_context
 from .methods import METHODS
@@ -39,6 +39,7 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
         torch.manual_seed(cfg.seed)
         results[name] = METHODS.get(name)(ctx)
         path.write_text(json.dumps(results[name], indent=2))
+        checkpoint.clear(out / "work" / name)  # the result is safe; its resume checkpoints are not needed
         log.info("%s: accuracy %.3f", name, results[name]["accuracy"])
     report = {
         "fedproxy_version": __version__,
