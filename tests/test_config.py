@@ -26,6 +26,7 @@ def test_overrides_parse_json_values():
     ("fed.dp_noise=1.0", "needs fed.dp_clip > 0"),
     ("fed.secagg=true", "needs fed.aggregator fedavg or fedavgm"),
     ("fed.round_timeout=0", "fed.round_timeout must be > 0"),
+    ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
 ])
 def test_bad_values_give_specific_errors(override, message, fault_log):
     with pytest.raises(ConfigError, match=message):

@@ -102,7 +102,8 @@ class FedConfig:
     lr: float = _f(2e-4, "client learning rate (AdamW)")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
-    aggregator: str = _f("fedproxy", "server aggregator: fedavg, fedavgm, ties, dare, median, normclip, fedproxy")
+    aggregator: str = _f("fedproxy", "server aggregator: fedavg, fedprox (needs prox_mu > 0), fedavgm, ties, dare, "
+                                     "median, normclip, fedproxy")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
     min_clients: int = _f(1, "minimum clients per round")
@@ -128,6 +129,8 @@ class FedConfig:
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.centralized_lr > 0, "fed.lr and fed.centralized_lr must be > 0")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
+        _check(self.aggregator != "fedprox" or self.prox_mu > 0,
+               "fed.aggregator=fedprox needs fed.prox_mu > 0 (the proximal term is trained on the clients)")
         _check(0.0 < self.fraction <= 1.0, f"fed.fraction must be in (0, 1], got {self.fraction}")
         _check(self.min_clients >= 1, f"fed.min_clients must be >= 1, got {self.min_clients}")
         _check(self.lora_r >= 0, f"fed.lora_r must be >= 0, got {self.lora_r}")

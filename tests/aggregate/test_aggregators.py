@@ -13,8 +13,9 @@ def d(*vals):
     return {"w": torch.tensor(vals, dtype=torch.float32)}
 
 
-def test_fedavg_is_sample_weighted():
-    out = AGGREGATORS.get("fedavg")([d(1.0, 0.0), d(4.0, 2.0)], [1, 3], OPTS, {})
+@pytest.mark.parametrize("name", ["fedavg", "fedprox"])  # FedProx's difference is on the client
+def test_fedavg_is_sample_weighted(name):
+    out = AGGREGATORS.get(name)([d(1.0, 0.0), d(4.0, 2.0)], [1, 3], OPTS, {})
     assert torch.allclose(out["w"], torch.tensor([0.25 * 1 + 0.75 * 4, 0.75 * 2]))
 
 
