@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,13 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
     raise FedProxyError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s; see the logs in the work dir")
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class Loopback:
     """``with Loopback(workdir, node_configs) as lb: lb.run(app, run_config)``.
 
@@ -49,8 +57,9 @@ class Loopback:
 
     def _start(self, name: str, *args: str) -> None:
         fh = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 - the process owns it until stop()
+        # A session of its own, so stop() also reaches what it spawns (SuperExec, ServerApp, ClientApps).
         self.procs.append(subprocess.Popen([str(self.bin / args[0]), *args[1:]], env=self.env, stdout=fh,
-                                           stderr=subprocess.STDOUT, cwd=self.workdir))
+                                           stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True))
 
     def __enter__(self) -> Loopback:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -68,17 +77,20 @@ class Loopback:
         return self
 
     def __exit__(self, *exc) -> None:
-        for p in reversed(self.procs):  # stop what we started, by PID
-            p.terminate()
+        for p in reversed(self.procs):  # stop what we started (and its children), by process group
+            _signal_group(p, signal.SIGTERM)
         for p in self.procs:
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                p.kill()
+                _signal_group(p, signal.SIGKILL)
 
     def _flwr(self, *args: str, timeout: float = 120) -> dict:
-        proc = subprocess.run([str(self.bin / "flwr"), *args, "--format", "json"], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
+        try:
+            proc = subprocess.run([str(self.bin / "flwr"), *args, "--format", "json"], env=self.env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:  # a SuperLink busy moving large payloads can answer late
+            return {}
         try:
             return json.loads(proc.stdout)
         except json.JSONDecodeError:
@@ -89,7 +101,7 @@ class Loopback:
 
         ``flwr run`` exits 0 even when the run fails, so the run's final status is checked.
         """
-        sub = self._flwr("run", str(app), "loopback", "--run-config", run_config)
+        sub = self._flwr("run", str(app), "loopback", "--run-config", run_config, timeout=300)
         if "run-id" not in sub:
             raise FedProxyError(f"flwr run was refused: {sub.get('error-message', sub)}")
         t0 = time.time()
