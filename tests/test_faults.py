@@ -111,3 +111,14 @@ def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path, fau
                            "--set", 'methods=["fedproxy"]')
     assert code == 2 and "is corrupt" in error_line(err)
     fault_log.bad_input("corrupted checkpoint given to `fedproxy run --resume`", clear_error=True)
+
+
+def test_finished_method_leaves_no_resume_checkpoints(capsys, tmp_path):
+    from tests.test_cli import run_cli
+
+    out = tmp_path / "run"
+    assert run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet",
+                   "--set", 'methods=["fedproxy"]')[0] == 0
+    work = out / "work" / "fedproxy"
+    assert not list(work.rglob("*.pt*"))  # distillation and federation checkpoints are gone
+    assert (work / "proxy_tuned" / "config.json").is_file() and (work / "fused_llm" / "config.json").is_file()

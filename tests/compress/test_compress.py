@@ -69,6 +69,13 @@ def test_saved_proxy_loads_with_automodel(tmp_path):
     assert pmap.keep == [0, 3] and pmap.spans == [[0, 1, 2], [3]]
 
 
+def test_reused_proxy_must_come_from_this_llm():
+    pmap = ProxyMap(4, [0, 3], "llama", "uniform")
+    pmap.check_llm(tiny_llama(layers=4))
+    with pytest.raises(ModelError, match="of 4 blocks, but this LLM is a llama of 6 blocks"):
+        pmap.check_llm(tiny_llama(layers=6))
+
+
 def test_unsupported_architecture_is_refused():
     from transformers import GPT2Config, GPT2LMHeadModel
 
