@@ -55,14 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {str(r): grid(r, args.scales) for r in args.runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| run | chosen on val | its test acc | best val recipe in grid | best test acc in grid (oracle) |")
-    print("|---|---|---|---|---|")
+    def recipe(row: dict) -> str:
+        return f"{row['variant']} x{row['scale']:g}"
+
+    lines = ["| run | chosen on val | its test acc | best test acc in grid (oracle) |", "|---|---|---|---|"]
     for run, r in results.items():
-        best_val = max(r["rows"], key=lambda x: x["val_accuracy"])
-        best_test = max(r["rows"], key=lambda x: x["test_accuracy"])
-        print(f"| {run} | {r['chosen']['variant']} x{r['chosen']['scale']:g} | {r['chosen_test_accuracy']:.3f} | "
-              f"{best_val['variant']} x{best_val['scale']:g} ({best_val['test_accuracy']:.3f}) | "
-              f"{best_test['test_accuracy']:.3f} ({best_test['variant']} x{best_test['scale']:g}) |")
+        oracle = max(r["rows"], key=lambda x: x["test_accuracy"])
+        lines.append(f"| {run} | {recipe(r['chosen'])} | {r['chosen_test_accuracy']:.3f} | "
+                     f"{oracle['test_accuracy']:.3f} ({recipe(oracle)}) |")
+    print("\n".join(lines))
     return 0
 
 
