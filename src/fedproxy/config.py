@@ -94,6 +94,10 @@ class CompressConfig:
         _check(self.temperature > 0, f"compress.temperature must be > 0, got {self.temperature}")
 
 
+# Aggregators that need only the (weighted) mean of the updates, which is all SecAgg+ reveals.
+SECURE_AGGREGATORS = ("fedavg", "fedavgm")
+
+
 @dataclass
 class FedConfig:
     rounds: int = _f(3, "federated rounds")
@@ -137,7 +141,7 @@ class FedConfig:
         _check(0.0 < self.ties_density <= 1.0, f"fed.ties_density must be in (0, 1], got {self.ties_density}")
         _check(self.dp_noise >= 0 and self.dp_clip >= 0, "fed.dp_noise and fed.dp_clip must be >= 0")
         _check(not (self.dp_noise > 0 and self.dp_clip <= 0), "fed.dp_noise > 0 needs fed.dp_clip > 0")
-        _check(not self.secagg or self.aggregator in ("fedavg", "fedavgm"),
+        _check(not self.secagg or self.aggregator in SECURE_AGGREGATORS,
                f"fed.secagg reveals only the mean update, so it needs fed.aggregator fedavg or fedavgm "
                f"(got '{self.aggregator}')")
         _check(not self.secagg or self.lora_r == 0,

@@ -47,11 +47,11 @@ class AuditGrid:
                           "content": describe(m.content)} for m in msgs]
         replies = list(self._grid.send_and_receive(msgs, timeout=timeout))
         for r in replies:
-            if not r.has_error():
-                sent = sum(rec.get("bytes", 0) for rec in describe(r.content).values())
-                self.bytes_from[r.metadata.src_node_id] = self.bytes_from.get(r.metadata.src_node_id, 0) + sent
-        self.records += [{"round": self.round, "direction": "client->server", "error": r.has_error(),
-                          "content": {} if r.has_error() else describe(r.content)} for r in replies]
+            content = {} if r.has_error() else describe(r.content)
+            self.records.append({"round": self.round, "direction": "client->server", "error": r.has_error(),
+                                 "content": content})
+            sent = sum(rec.get("bytes", 0) for rec in content.values())
+            self.bytes_from[r.metadata.src_node_id] = self.bytes_from.get(r.metadata.src_node_id, 0) + sent
         return replies
 
     def __getattr__(self, name: str):

@@ -1,9 +1,7 @@
 """FedProx (Li et al., 2020): the proximal term lives on the client (``fed.prox_mu``); the
-server takes the sample-size weighted mean, as FedAvg does."""
+server takes the sample-size weighted mean, so it registers FedAvg's function again."""
 
-from .base import AGGREGATORS, weighted_mean, weights_of
+from .base import AGGREGATORS
+from .fedavg import fedavg
 
-
-@AGGREGATORS.register("fedprox")
-def fedprox(deltas, sizes, opts, state):
-    return weighted_mean(deltas, weights_of(sizes))
+AGGREGATORS.register("fedprox")(fedavg)

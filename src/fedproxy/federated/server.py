@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..aggregate import AGGREGATORS, AggOptions, add_gaussian_noise, clip_update, dp_epsilon, validate_update
 from ..aggregate.base import Delta
-from ..config import FedConfig
+from ..config import SECURE_AGGREGATORS, FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder
 from ..errors import ConfigError, UpdateRejected
@@ -23,9 +23,6 @@ from .client import ClientResult, local_train
 from .lora import lora_to_dense
 
 log = logging.getLogger("fedproxy.server")
-
-# Aggregators that only need the (weighted) mean of the updates, which is all SecAgg+ reveals.
-SECURE_AGGREGATORS = ("fedavg", "fedavgm")
 
 
 def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
