@@ -99,11 +99,14 @@ def test_tiny_run_writes_report_with_every_method(capsys, tmp_path, resume):
     report = json.loads((out / "report.json").read_text())
     assert report["seed"] == 0
     methods = report["methods"]
-    assert set(methods) == {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized"}
+    assert set(methods) == {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized",
+                            "proxy-centralized"}
     for r in methods.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and set(r["per_client"]) == {"d0", "d1", "d2"}
     fed = methods["fedproxy"]["federation"]
     assert fed["rounds"] == 2 and fed["bytes_up_per_client_per_round"] > 0
+    pooled = methods["proxy-centralized"]["federation"]  # one pass over the pooled data, same examples seen
+    assert pooled["rounds"] == 1 and pooled["round_clients"] == [[0]]
     assert (out / "report.md").read_text().count("|") > 20 and (out / "report.png").stat().st_size > 1000
     assert (out / "work" / "fedproxy" / "proxy" / "proxy_map.json").is_file()
     assert (out / "work" / "fedproxy" / "proxy_tuned" / "config.json").is_file()

@@ -44,6 +44,12 @@ def test_secagg_rejects_lora_and_the_in_process_path(tiny_ctx):
         run_federation(tiny_ctx.llm, {}, tiny_ctx.bench.train, tiny_ctx.encoder, cfg.fed, tiny_ctx.device, 0)
 
 
+def test_pooled_diagnostic_refuses_a_flower_engine(fault_log):
+    with pytest.raises(ConfigError, match="'proxy-centralized' trains on pooled data"):
+        RunConfig().with_overrides(['methods=["proxy-centralized"]', "fed.engine=simulation"])
+    fault_log.bad_input("proxy-centralized with fed.engine=simulation", clear_error=True)
+
+
 def test_malformed_toml_is_reported(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[fed\nrounds = 2")

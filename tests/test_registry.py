@@ -24,7 +24,8 @@ def test_all_aggregators_and_methods_registered():
     from fedproxy.compress import SELECTORS
     from fedproxy.methods import METHODS
 
-    assert {"fedavg", "fedavgm", "ties", "dare", "median", "normclip", "fedproxy"} <= set(AGGREGATORS.names())
+    assert {"fedavg", "fedavgm", "fedexp", "ties", "dare", "median", "normclip", "fedproxy"} <= set(
+        AGGREGATORS.names())
     assert {"uniform", "block-influence", "loss-drop"} <= set(SELECTORS.names())
-    assert {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized"} <= set(
-        METHODS.names())
+    assert {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized",
+            "proxy-centralized"} <= set(METHODS.names())

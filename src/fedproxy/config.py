@@ -107,7 +107,7 @@ class FedConfig:
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "
-                                 "fedavg, fedprox (needs prox_mu > 0), fedavgm, dare, median, normclip, fedproxy")
+                                 "fedavg, fedprox (needs prox_mu > 0), fedavgm, fedexp, dare, median, normclip, fedproxy")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
     min_clients: int = _f(1, "minimum clients per round")
@@ -174,7 +174,8 @@ class RunConfig:
     seed: int = _f(0, "random seed (recorded in every output)")
     methods: list[str] = _f(
         ["zero-shot", "fedproxy", "offsite-tuning", "centralized"],
-        "methods to run and report: zero-shot, fedproxy, naive-plugin, offsite-tuning, fedavg-lora, centralized",
+        "methods to run and report: zero-shot, fedproxy, naive-plugin, offsite-tuning, fedavg-lora, centralized, "
+        "proxy-centralized (diagnostic: the proxy trained on pooled data)",
     )
     device: str = _f("auto", "'auto' (CUDA if present), 'cpu' or 'cuda'")
     threads: int = _f(0, "torch CPU threads (0 = all cores)")
@@ -189,6 +190,9 @@ class RunConfig:
         _check(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got '{self.device}'")
         _check(self.threads >= 0, f"threads must be >= 0, got {self.threads}")
         _check(len(self.methods) >= 1, "methods is empty; name at least one, e.g. ['fedproxy']")
+        _check("proxy-centralized" not in self.methods or self.fed.engine == "in-process",
+               "method 'proxy-centralized' trains on pooled data without federation; drop it from methods or "
+               "set fed.engine=in-process")
 
     # ---- conversion -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

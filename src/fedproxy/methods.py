@@ -4,6 +4,7 @@ baselines are in :mod:`fedproxy.baselines`. Each method is ``fn(ctx) -> result d
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from pathlib import Path
 
@@ -51,8 +52,11 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
 
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
-                   blocks_only=None, keep=None, save: bool = True) -> dict:
-    """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate."""
+                   blocks_only=None, keep=None, save: bool = True, shards=None) -> dict:
+    """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate.
+
+    ``shards`` replaces the clients' training data (default: ``ctx.bench.train``).
+    """
     t0 = time.perf_counter()
     work = ctx.method_dir(name)
     if keep is None:
@@ -73,7 +77,7 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
                           blocks_only)
     else:
         names = trainable_names(proxy, fed_cfg, blocks_only)
-        server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
+        server = run_federation(proxy, snapshot(proxy, names), shards or ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
                                 ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume, progress=ctx.progress,
                                 desc=f"{name}: rounds")
     delta = server.total_delta()
@@ -105,6 +109,24 @@ def fedproxy_method(ctx: RunContext) -> dict:
     c = ctx.cfg
     return proxy_pipeline(ctx, "fedproxy", compress_cfg=c.compress, fed_cfg=c.fed,
                           fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales)
+
+
+@METHODS.register("proxy-centralized")
+def proxy_centralized(ctx: RunContext) -> dict:
+    """FedProxy's compression and fusion with the proxy trained on pooled data, no federation.
+
+    A diagnostic upper bound for the FedProxy pipeline: the gap to ``fedproxy`` is what
+    federated (non-IID) training costs, the gap to ``centralized`` what the proxy and the
+    plug-in lose. Same examples seen and learning rate as the federated run.
+    """
+    c = ctx.cfg
+    pooled = [e for part in ctx.bench.train for e in part]
+    random.Random(c.seed).shuffle(pooled)
+    fed = dataclasses.replace(c.fed, rounds=1, local_steps=c.fed.rounds * c.fed.local_steps * len(ctx.bench.train),
+                              aggregator="fedavg", prox_mu=0.0, fraction=1.0, min_clients=1, dp_noise=0.0,
+                              dp_clip=0.0, max_update_norm=0.0)
+    return proxy_pipeline(ctx, "proxy-centralized", compress_cfg=c.compress, fed_cfg=fed,
+                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, save=False, shards=[pooled])
 
 
 @METHODS.register("naive-plugin")

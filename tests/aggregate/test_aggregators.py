@@ -28,6 +28,20 @@ def test_fedavgm_accumulates_momentum():
     assert second["w"].item() == pytest.approx(0.5 * 2.0 + 2.0)
 
 
+def test_fedexp_extrapolates_only_when_clients_disagree():
+    agg = AGGREGATORS.get("fedexp")
+    # Orthogonal unit updates: mean (0.5, 0.5), ||mean||^2 = 0.5, mean ||d||^2 = 1 -> eta = 1 / (2 * 0.5) = 1.
+    assert torch.allclose(agg([d(1.0, 0.0), d(0.0, 1.0)], [1, 1], OPTS, {})["w"], torch.tensor([0.5, 0.5]))
+    # Three orthogonal updates: ||mean||^2 = 1/3 -> eta = 1 / (2/3) = 1.5.
+    three = [d(1.0, 0.0, 0.0), d(0.0, 1.0, 0.0), d(0.0, 0.0, 1.0)]
+    state = {}
+    out = agg(three, [1, 1, 1], OPTS, state)
+    assert torch.allclose(out["w"], torch.full((3,), 1.5 / 3))
+    assert state["server_steps"] == [pytest.approx(1.5)]
+    # Identical updates: eta would be 0.5, clamped to 1 (plain FedAvg).
+    assert torch.allclose(agg([d(2.0, 1.0), d(2.0, 1.0)], [1, 3], OPTS, {})["w"], torch.tensor([2.0, 1.0]))
+
+
 def test_ties_hand_computed():
     # Column 0: +3, -1, +1 -> elected + (sum 3), mean of agreeing (3, 1) = 2.
     # Column 1: -2, -2, +1 -> elected - (sum -3), mean of (-2, -2) = -2.

@@ -113,6 +113,8 @@ class FederatedServer:
                 record["train_loss"] = sum(m["train_loss"] for m in metrics.values()) / len(metrics)
             if "last_weights" in self.agg_state:
                 record["client_weights"] = self.agg_state["last_weights"]
+            if "server_steps" in self.agg_state:
+                record["server_step"] = self.agg_state["server_steps"][-1]
         else:
             log.warning("round %d: no valid client update; global model unchanged", self.round + 1)
         record["aggregate_seconds"] = time.perf_counter() - t0
