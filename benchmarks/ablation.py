@@ -4,6 +4,7 @@ Usage (the tables in docs/results.md):
     python benchmarks/ablation.py --suite aggregators --seeds 0 1 2 --out runs/ablation
     python benchmarks/ablation.py --suite transfer --out runs/ablation
     python benchmarks/ablation.py --suite privacy --out runs/ablation
+    python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
 Each variant is the default config plus the listed overrides, run with
 methods=["fedproxy"]; results are resumable (--resume) and summarised in
@@ -35,6 +36,12 @@ SUITES: dict[str, dict[str, list[str]]] = {
         "fedavg + DP sigma=0.1": ["fed.aggregator=fedavg", "fed.dp_clip=5.0", "fed.dp_noise=0.1"],
         "fedavg + DP sigma=1.0": ["fed.aggregator=fedavg", "fed.dp_clip=5.0", "fed.dp_noise=1.0"],
     },
+    # Where the gap to centralized comes from: the same pipeline with the proxy trained on
+    # pooled data (no federation), next to the LLM's zero-shot and centralized accuracy.
+    "gap": {
+        "fedproxy": [],
+        "proxy-centralized (pooled data)": ['methods=["proxy-centralized", "zero-shot", "centralized"]'],
+    },
     "transfer": {
         "default": [],
         "more-rounds (6x5)": ["fed.rounds=6", "fed.local_steps=5"],
@@ -49,12 +56,16 @@ SUITES: dict[str, dict[str, list[str]]] = {
 
 
 def run_variant(out: Path, overrides: list[str], seed: int, resume: bool) -> dict:
-    sets = [x for o in ['methods=["fedproxy"]', f"seed={seed}", *overrides] for x in ("--set", o)]
+    """One run; its row is the first method in ``methods`` (``fedproxy`` unless overridden)."""
+    methods = next((json.loads(o.split("=", 1)[1]) for o in overrides if o.startswith("methods=")), ["fedproxy"])
+    sets = [x for o in [f"methods={json.dumps(methods)}", f"seed={seed}", *overrides] for x in ("--set", o)]
     cmd = ["run", "--out", str(out), "--quiet", *sets] + (["--resume"] if resume else [])
     if fedproxy_main(cmd) != 0:
         raise SystemExit(1)
-    r = json.loads((out / "report.json").read_text())["methods"]["fedproxy"]
+    report = json.loads((out / "report.json").read_text())["methods"]
+    r = report[methods[0]]
     return {"overrides": overrides, "fused_accuracy": r["accuracy"],
+            "other_methods": {m: report[m]["accuracy"] for m in methods[1:]},
             "proxy_after_fl": r["proxy_after_fl"]["accuracy"],
             "proxy_before_fl": r["proxy_before_fl"]["accuracy"],
             "per_client": {k: v["accuracy"] for k, v in r["per_client"].items()},
@@ -98,7 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | {mean_std(diff)} | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
+    _print_gain_recovered(rows)
     return 0
+
+
+def _print_gain_recovered(rows: dict[str, dict[int, dict]]) -> None:
+    """Share of the centralized gain over zero-shot, per variant, where a variant ran both baselines."""
+    base = {s: r["other_methods"] for by_seed in rows.values() for s, r in by_seed.items()
+            if {"zero-shot", "centralized"} <= set(r.get("other_methods", {}))}
+    if not base:
+        return
+    for name, by_seed in rows.items():
+        shares = [(r["fused_accuracy"] - base[s]["zero-shot"]) / (base[s]["centralized"] - base[s]["zero-shot"])
+                  for s, r in by_seed.items() if s in base]
+        print(f"{name}: {statistics.mean(shares):.0%} of the centralized gain (per seed "
+              f"{', '.join(f'{x:.0%}' for x in shares)})")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 Usage (the table in README.md and docs/results.md):
     python benchmarks/perf.py --steps 6 --out runs/perf.json
+    python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
 
 Every training configuration runs in its own fresh process, so each peak RSS is its own.
 Achieved FLOP/s uses an analytic count of matmul FLOPs per training step (forward through
@@ -219,6 +220,24 @@ def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
             "overhead": {k: out[k] / out["in-process"] - 1 for k in ("simulation", "deployment")}}
 
 
+def _measure_flower(workdir: Path, seed: int, clients: int) -> dict:
+    from fedproxy.errors import FedProxyError
+
+    try:
+        return flower_overhead(workdir, seed, clients)
+    except FedProxyError as err:  # keep the other measurements; say why this one is missing
+        return {"error": str(err)[:2000]}
+
+
+def _flower_line(flower: dict) -> str:
+    if "error" in flower:
+        return f"Flower overhead: not measured ({flower['error'].splitlines()[0]})"
+    rs = flower["round_seconds"]
+    return (f"one round, {flower['clients']} clients: in-process {rs['in-process']:.1f} s, Simulation Engine "
+            f"{rs['simulation']:.1f} s ({flower['overhead']['simulation']:+.0%}), Deployment Engine on loopback "
+            f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=6, help="measured training steps per configuration")
@@ -227,7 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[32],
                    help="extra proxy batch sizes to measure FLOP/s at (the default batch is always measured)")
     p.add_argument("--flower-clients", type=int, default=4, help="clients in the Flower overhead rounds (0 = skip)")
+    p.add_argument("--flower-only", action="store_true", help="measure only the Flower overhead rounds")
     args = p.parse_args(argv)
+    if args.flower_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            flower = _measure_flower(Path(tmp), args.seed, args.flower_clients)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"seed": args.seed, "flower": flower}, indent=2))
+        print(_flower_line(flower))
+        return 0
     from fedproxy.config import RunConfig
 
     batch = RunConfig().fed.batch_size
@@ -237,14 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         train = {k: run_isolated(k, d, only, args.steps, args.seed, batch) for k, (d, only) in models.items()}
         d, only = models["proxy"]
         sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b) for b in args.batch_sizes}
-        flower = None
-        if args.flower_clients:
-            from fedproxy.errors import FedProxyError
-
-            try:
-                flower = flower_overhead(Path(tmp), args.seed, args.flower_clients)
-            except FedProxyError as err:  # keep the other measurements; say why this one is missing
-                flower = {"error": str(err)[:2000]}
+        flower = _measure_flower(Path(tmp), args.seed, args.flower_clients) if args.flower_clients else None
     server = server_costs(args.seed)
     ot = train["offsite-tuning"]
     server["bytes_per_client_per_round"]["offsite-tuning (adapter, dense fp32)"] = {
@@ -274,13 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     for b, r in sweep.items():
         print(f"proxy at batch {b}: {r['tokens_per_s']:.0f} tokens/s, useful / peak FLOP/s "
               f"{r['train_flops_per_s'] / peak_used:.2f}, processed / peak {r['processed_flops_per_s'] / peak_used:.2f}")
-    if flower and "error" in flower:
-        print(f"Flower overhead: not measured ({flower['error'].splitlines()[0]})")
-    elif flower:
-        rs = flower["round_seconds"]
-        print(f"one round, {flower['clients']} clients: in-process {rs['in-process']:.1f} s, Simulation Engine "
-              f"{rs['simulation']:.1f} s ({flower['overhead']['simulation']:+.0%}), Deployment Engine on loopback "
-              f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%})")
+    if flower:
+        print(_flower_line(flower))
     print("| bytes per client per round | up MB | down MB |")
     print("|---|---|---|")
     for k, r in server["bytes_per_client_per_round"].items():

@@ -49,6 +49,12 @@ def assert_audit_clean(out_dir, cfg, tmp_path):
     trainable = set(trainable_names(comp.proxy, cfg.fed))
     llm_bytes = sum(p.numel() * 4 for p in ctx.llm.parameters())
     proxy_bytes = sum(p.numel() * 4 for p in comp.proxy.parameters())
+    if not cfg.fed.secagg and not any(e.get("error") for e in audit):
+        # The frozen tensors reach a node at most once (not at all if an earlier run left them in
+        # its cache); later rounds load them from the node's cache.
+        frozen_to = [e["node"] for e in audit if e["direction"] == "server->client" and "frozen" in e["content"]]
+        trained = {e["node"] for e in audit if e.get("type") == "train"}
+        assert len(frozen_to) == len(set(frozen_to)) and set(frozen_to) <= trained, (frozen_to, trained)
     for entry in audit:
         content = entry["content"]
         if entry["direction"] == "server->client":
@@ -124,3 +130,24 @@ def test_secagg_plus_in_the_simulation_engine_equals_fedavg_and_hides_updates(tm
     assert_same(tuned["secure"], tuned["plain"], atol=1e-4)  # SecAgg+ quantizes stochastically
     assert rounds["secure_aggregation"] and rounds["round_clients"] == [[0, 1, 2], [0, 1, 2]]
     assert_audit_clean(tmp_path / "secure" / "work" / "fedproxy" / "flower", secure, tmp_path)
+
+
+def test_client_refuses_a_proxy_the_server_sent_incompletely(tiny_ctx, fault_log):
+    import pytest
+
+    from fedproxy.errors import ModelError
+    from fedproxy.flower_app import local_update
+
+    proxy = tiny_ctx.llm
+    names = trainable_names(proxy, tiny_ctx.cfg.fed)
+    params = snapshot(proxy)
+    frozen = {k: v for k, v in params.items() if k not in names}
+    conf = {"run-config": json.dumps(tiny_ctx.cfg.to_flat()), "round": 1,
+            "tokenizer": tokenizer_payload(tiny_ctx.tokenizer), "proxy-config": json.dumps(proxy.config.to_dict())}
+    # Weights are not randomly initialised on the client, so a missing tensor must be an error, not noise.
+    missing = sorted(frozen)[0]
+    with pytest.raises(ModelError, match="sent no values for 1 proxy tensors"):
+        local_update(conf, {n: params[n] for n in names}, {k: v for k, v in frozen.items() if k != missing}, 0)
+    fault_log.bad_input("server message without a frozen proxy tensor", clear_error=True)
+    _, res = local_update(conf, {n: params[n] for n in names}, frozen, 0)
+    assert set(res.update) == set(names) and all(torch.isfinite(v).all() for v in res.update.values())

@@ -23,9 +23,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from . import checkpoint
+from . import checkpoint, frozen_cache
 from .config import RunConfig, load_config
-from .errors import ConfigError, FedProxyError
+from .errors import ConfigError, FedProxyError, ModelError
 from .flower_audit import AuditGrid
 from .flower_secagg import is_secagg_train, secagg_mod, secagg_round, secagg_train
 
@@ -65,12 +65,36 @@ def _tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
 def client_query(msg: Message, context: Context) -> Message:
     """Tell the server which data partition this node holds (and nothing about the data)."""
     pid = int(context.node_config.get("partition-id", 0))
-    return Message(content=RecordDict({"info": ConfigRecord({"partition-id": pid})}), reply_to=msg)
+    key = str(msg.content["config"]["frozen-digest"]) if "config" in msg.content else ""
+    has = bool(key) and frozen_cache.has(_node_cache(context), key)
+    return Message(content=RecordDict({"info": ConfigRecord({"partition-id": pid, "has-frozen": has})}),
+                   reply_to=msg)
+
+
+def _node_cache(context: Context) -> Path:
+    """Where this node keeps the frozen proxy tensors: node config ``cache-dir`` or the asset cache."""
+    from .assets import cache_dir
+
+    return cache_dir(str(context.node_config.get("cache-dir", "")) or None)
+
+
+def _frozen_from(msg: Message, context: Context) -> dict[str, torch.Tensor]:
+    """The frozen proxy tensors: from the message (and then cached) or from this node's cache."""
+    key, cache = str(msg.content["config"]["frozen-digest"]), _node_cache(context)
+    if "frozen" in msg.content:
+        frozen = _tensors(msg.content["frozen"])
+        frozen_cache.store(cache, key, frozen)
+        return frozen
+    return frozen_cache.load(cache, key)
 
 
 def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], pid: int):
     """Rebuild the proxy from what the server sent and train it on partition ``pid``."""
     from transformers import AutoConfig, AutoModelForCausalLM
+    try:  # transformers >= 5
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
 
     from .data import load_benchmark
     from .data.encode import Encoder
@@ -84,7 +108,15 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     tok = tokenizer_from_payload(str(conf["tokenizer"]))
     encoder = Encoder(tok, bench, cfg.data.max_length)
     arch = json.loads(str(conf["proxy-config"]))
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch)).float().eval()
+    # Every weight is overwritten below, so skip transformers' random init: it cost ~2 s of a
+    # ~4 s per-message overhead on SmolLM2's proxy (benchmarks/perf.py, Flower overhead).
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch)).float().eval()
+    model.tie_weights()  # skipped together with the init; untied, lm_head would stay uninitialised memory
+    unset = {n for n, _ in model.named_parameters()} - set(frozen) - set(global_params)
+    if unset:
+        raise ModelError(f"the server sent no values for {len(unset)} proxy tensors (e.g. {sorted(unset)[:2]}); "
+                         "server and client run different FedProxy versions")
     device = pick_device(cfg.device)
     load_params(model, frozen)
     model.to(device)
@@ -99,7 +131,7 @@ def client_train(msg: Message, context: Context) -> Message:
     if is_secagg_train(msg):
         return secagg_train(msg, pid, local_update)
     conf = msg.content["config"]
-    _, res = local_update(conf, _tensors(msg.content["arrays"]), _tensors(msg.content["frozen"]), pid)
+    _, res = local_update(conf, _tensors(msg.content["arrays"]), _frozen_from(msg, context), pid)
     metrics = {k: float(v) for k, v in res.metrics.items()}
     metrics["num-examples"] = res.num_examples
     return Message(content=RecordDict({
@@ -118,8 +150,9 @@ def _run_config(context: Context) -> tuple[RunConfig, Path, bool]:
     return load_config(spec).with_overrides(overrides), out, bool(rc.get("resume", False))
 
 
-def _partitions(grid: Grid, want: int, timeout: float) -> dict[int, int]:
-    """partition-id -> node id for the connected SuperNodes (waits for ``want`` nodes)."""
+def _partitions(grid: Grid, want: int, timeout: float, frozen_key: str = "") -> tuple[dict[int, int], set[int]]:
+    """partition-id -> node id for the connected SuperNodes (waits for ``want`` nodes), and the
+    nodes that already hold the frozen tensors named ``frozen_key``."""
     t0 = time.time()
     nodes: list[int] = []
     while time.time() - t0 < timeout:
@@ -127,12 +160,17 @@ def _partitions(grid: Grid, want: int, timeout: float) -> dict[int, int]:
         if len(nodes) >= want:
             break
         time.sleep(0.5)
-    msgs = [Message(content=RecordDict({}), dst_node_id=n, message_type="query") for n in nodes]
-    out = {}
+    query = {"frozen-digest": frozen_key}
+    msgs = [Message(content=RecordDict({"config": ConfigRecord(query)}), dst_node_id=n, message_type="query")
+            for n in nodes]
+    out, cached = {}, set()
     for reply in grid.send_and_receive(msgs, timeout=timeout):
         if not reply.has_error():
-            out[int(reply.content["info"]["partition-id"])] = reply.metadata.src_node_id
-    return out
+            info = reply.content["info"]
+            out[int(info["partition-id"])] = reply.metadata.src_node_id
+            if bool(info.get("has-frozen", False)):
+                cached.add(reply.metadata.src_node_id)
+    return out, cached
 
 
 def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: Context | None = None) -> Path:
@@ -171,12 +209,13 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
     all_params = snapshot(proxy)
     frozen = {k: v for k, v in all_params.items() if k not in names}
     server = FederatedServer({k: all_params[k] for k in names}, cfg.fed, cfg.seed, num_clients)
-    parts = _partitions(grid, num_clients, round_timeout)
+    frozen_key = frozen_cache.digest(frozen)
+    parts, cached = _partitions(grid, num_clients, round_timeout, frozen_key)
     missing = sorted(set(range(num_clients)) - set(parts))
     if missing:
         log.warning("no SuperNode holds partitions %s; they will be skipped", missing)
     static = {"run-config": json.dumps(cfg.to_flat()), "tokenizer": tokenizer_payload(tokenizer),
-              "proxy-config": json.dumps(proxy.config.to_dict())}
+              "proxy-config": json.dumps(proxy.config.to_dict()), "frozen-digest": frozen_key}
     ckpt = out / "flower_server.pt"
     audit_path = out / "message_audit.json"
     audit: list[dict] = []
@@ -200,14 +239,18 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
             rec = server.apply_secure_mean(mean, list(metrics) if mean else [], metrics,
                                            extra={"round_seconds": time.perf_counter() - t0})
         else:
-            msgs = [Message(content=RecordDict({"arrays": _arrays(server.params), "frozen": _arrays(frozen),
+            # Frozen tensors go only to nodes that do not hold them yet (frozen_cache).
+            msgs = [Message(content=RecordDict({"arrays": _arrays(server.params),
+                                                **({} if node in cached else {"frozen": _arrays(frozen)}),
                                                 "config": ConfigRecord({**static, "round": r})}),
                             dst_node_id=node, message_type="train") for node in sampled.values()]
             results = []
             for reply in wire.send_and_receive(msgs, timeout=round_timeout):
                 if reply.has_error():
                     log.warning("round %d: a client failed: %s", r + 1, reply.error.reason)
+                    cached.discard(reply.metadata.src_node_id)  # it may have lost its cache: resend next time
                     continue
+                cached.add(reply.metadata.src_node_id)
                 m = dict(reply.content["metrics"])
                 info = reply.content["info"]
                 results.append((int(info["partition-id"]), ClientResult(

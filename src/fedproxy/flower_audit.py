@@ -44,12 +44,12 @@ class AuditGrid:
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         msgs = list(messages)
         self.records += [{"round": self.round, "direction": "server->client", "type": m.metadata.message_type,
-                          "content": describe(m.content)} for m in msgs]
+                          "node": m.metadata.dst_node_id, "content": describe(m.content)} for m in msgs]
         replies = list(self._grid.send_and_receive(msgs, timeout=timeout))
         for r in replies:
             content = {} if r.has_error() else describe(r.content)
             self.records.append({"round": self.round, "direction": "client->server", "error": r.has_error(),
-                                 "content": content})
+                                 "node": r.metadata.src_node_id, "content": content})
             sent = sum(rec.get("bytes", 0) for rec in content.values())
             self.bytes_from[r.metadata.src_node_id] = self.bytes_from.get(r.metadata.src_node_id, 0) + sent
         return replies
