@@ -7,7 +7,7 @@ Usage (the tables in docs/results.md):
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
 Each variant is the default config plus the listed overrides, run with
-methods=["fedproxy"]; results are resumable (--resume) and summarised in
+methods=["fedproxy"] unless it sets `methods` (its row is then the first method listed); results are resumable (--resume) and summarised in
 <out>/<suite>.json and on stdout (mean ± std over seeds, and the paired difference to the
 first variant, seed by seed). Within a seed, variants that do not change compress.* reuse
 the first variant's proxy (compress.proxy_dir), so compression runs once per seed.

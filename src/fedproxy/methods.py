@@ -77,9 +77,9 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
                           blocks_only)
     else:
         names = trainable_names(proxy, fed_cfg, blocks_only)
-        server = run_federation(proxy, snapshot(proxy, names), shards or ctx.bench.train, ctx.encoder, fed_cfg, ctx.device,
-                                ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume, progress=ctx.progress,
-                                desc=f"{name}: rounds")
+        server = run_federation(proxy, snapshot(proxy, names), shards or ctx.bench.train, ctx.encoder, fed_cfg,
+                                ctx.device, ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume,
+                                progress=ctx.progress, desc=f"{name}: rounds")
     delta = server.total_delta()
     load_params(proxy, server.params)
     proxy_after = ctx.evaluate(proxy)
