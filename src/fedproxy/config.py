@@ -107,7 +107,8 @@ class FedConfig:
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "
-                                 "fedavg, fedprox (needs prox_mu > 0), fedavgm, fedexp, dare, median, normclip, fedproxy")
+                                 "fedavg, fedprox (needs prox_mu > 0), fedavgm, fedexp, dare, median, normclip, "
+                                 "fedproxy")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
     min_clients: int = _f(1, "minimum clients per round")
