@@ -3,6 +3,10 @@ validation (what the run may use to choose) and on the test splits (what it cann
 
 Usage:
     python benchmarks/fusion_grid.py runs/default [runs/other ...] --out runs/fusion_grid.json
+    python benchmarks/fusion_grid.py runs/default --variants source --parts all mlp attn
+
+``--parts`` fuses only part of each block's delta (``mlp``: the feed-forward tensors, ``attn``:
+attention, ``norm``: the norms), to see which parts of what the proxy learned carry over.
 
 Reads ``<run>/report.json`` (config, seed) and the run's saved proxies
 ``<run>/work/fedproxy/{proxy,proxy_tuned}``; no training. The gap between the test accuracy
@@ -24,7 +28,14 @@ from fedproxy.fuse import VARIANTS, fuse_state
 from fedproxy.modeling import load_params, snapshot
 
 
-def grid(run: Path, scales: list[float]) -> dict:
+PARTS = {"all": ("",), "mlp": (".mlp.",), "attn": (".self_attn.",), "norm": ("norm.",)}
+
+
+def part_of(delta: dict, part: str) -> dict:
+    return {k: v for k, v in delta.items() if any(tag in k for tag in PARTS[part])}
+
+
+def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> dict:
     report = json.loads((run / "report.json").read_text())
     cfg = RunConfig.from_dict(report["config"])
     ctx = build_context(cfg, run / "fusion_grid", progress=False)
@@ -34,13 +45,14 @@ def grid(run: Path, scales: list[float]) -> dict:
     delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
     llm_state = snapshot(ctx.llm)
     rows = []
-    for variant in VARIANTS:
-        for scale in scales:
-            load_params(ctx.llm, fuse_state(llm_state, delta, pmap, variant, scale))
-            rows.append({"variant": variant, "scale": scale, "val_accuracy": ctx.val_accuracy(ctx.llm),
-                         "test_accuracy": ctx.evaluate(ctx.llm)["accuracy"]})
-            print(f"{run.name}: {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
-                  f"test {rows[-1]['test_accuracy']:.3f}", flush=True)
+    for part in parts:
+        for variant in variants:
+            for scale in scales:
+                load_params(ctx.llm, fuse_state(llm_state, part_of(delta, part), pmap, variant, scale))
+                rows.append({"part": part, "variant": variant, "scale": scale,
+                             "val_accuracy": ctx.val_accuracy(ctx.llm), "test_accuracy": ctx.evaluate(ctx.llm)["accuracy"]})
+                print(f"{run.name}: {part} {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
+                      f"test {rows[-1]['test_accuracy']:.3f}", flush=True)
     chosen = report["methods"]["fedproxy"]["fusion"]
     return {"seed": cfg.seed, "chosen": {"variant": chosen["variant"], "scale": chosen["scale"]},
             "chosen_test_accuracy": report["methods"]["fedproxy"]["accuracy"], "rows": rows}
@@ -51,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 6.0])
     p.add_argument("--out", type=Path, default=Path("runs/fusion_grid.json"))
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--parts", nargs="+", choices=list(PARTS), default=["all"])
     args = p.parse_args(argv)
-    results = {str(r): grid(r, args.scales) for r in args.runs}
+    results = {str(r): grid(r, args.scales, args.variants, args.parts) for r in args.runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     def recipe(row: dict) -> str:
-        return f"{row['variant']} x{row['scale']:g}"
+        return f"{row.get('part', 'all')} {row['variant']} x{row['scale']:g}"
 
     lines = ["| run | chosen on val | its test acc | best test acc in grid (oracle) |", "|---|---|---|---|"]
     for run, r in results.items():

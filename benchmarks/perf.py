@@ -17,6 +17,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -206,18 +207,37 @@ def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
     names = trainable_names(proxy, cfg.fed)
     server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, cfg.fed, ctx.device, seed,
                             ctx.bf16, progress=False)
-    out["in-process"] = server.history[0]["round_seconds"]
+    records = {"in-process": server.history[0]}
     server = simulate(cfg, build_proxy(ctx.llm, keep), ctx.tokenizer, total, workdir / "sim")
-    out["simulation"] = server.history[0]["round_seconds"]
+    records["simulation"] = server.history[0]
     root = Path(__file__).resolve().parents[1]
     nodes = [f"partition-id={i} num-partitions={total}" for i in range(total)]
     flat = ";".join(f"{k}={v}" for k, v in [o.split("=", 1) for o in overrides] + [("compress.proxy_dir",
                                                                                      str(proxy_dir))])
     with Loopback(workdir / "deploy", nodes) as lb:
         lb.run(root, f'fedproxy-config="default" out-dir="{workdir / "deploy_out"}" overrides="{flat}"', timeout=900)
-    out["deployment"] = checkpoint.load(workdir / "deploy_out" / "flower_server.pt")["history"][0]["round_seconds"]
+    records["deployment"] = checkpoint.load(workdir / "deploy_out" / "flower_server.pt")["history"][0]
+    out = {k: r["round_seconds"] for k, r in records.items()}
     return {"clients": clients, "round_seconds": out,
-            "overhead": {k: out[k] / out["in-process"] - 1 for k in ("simulation", "deployment")}}
+            "overhead": {k: out[k] / out["in-process"] - 1 for k in ("simulation", "deployment")},
+            "breakdown": {k: round_breakdown(r) for k, r in records.items()}}
+
+
+def round_breakdown(rec: dict) -> dict:
+    """Where one round's seconds went, from the server's round record and its clients' metrics.
+
+    Flower clients report ``queue_seconds`` (server creates the message -> handler starts: transport,
+    ClientApp process start, imports) and ``handler_seconds`` (the handler, training included); the
+    rest of the round (``after_clients``) is the replies' way back, unpacking and aggregation.
+    """
+    ms = list(rec["client_metrics"].values())
+    train = [m["train_seconds"] for m in ms]
+    out = {"round": rec["round_seconds"], "train_sum": sum(train), "train_max": max(train)}
+    if all("handler_seconds" in m for m in ms):
+        out["queue_max"] = max(m["queue_seconds"] for m in ms)
+        out["handler_setup_mean"] = statistics.mean(m["handler_seconds"] - m["train_seconds"] for m in ms)
+        out["after_clients"] = rec["round_seconds"] - max(m["queue_seconds"] + m["handler_seconds"] for m in ms)
+    return out
 
 
 def _measure_flower(workdir: Path, seed: int, clients: int) -> dict:
@@ -235,7 +255,17 @@ def _flower_line(flower: dict) -> str:
     rs = flower["round_seconds"]
     return (f"one round, {flower['clients']} clients: in-process {rs['in-process']:.1f} s, Simulation Engine "
             f"{rs['simulation']:.1f} s ({flower['overhead']['simulation']:+.0%}), Deployment Engine on loopback "
-            f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%})")
+            f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%})\n" + _breakdown_table(flower))
+
+
+def _breakdown_table(flower: dict) -> str:
+    rows = ["| round breakdown, s | round | client training, sum / max | before the handler, max "
+            "| handler outside training, mean | after the last client |", "|---|---|---|---|---|---|"]
+    for k, b in flower.get("breakdown", {}).items():
+        extra = (f"{b['queue_max']:.1f} | {b['handler_setup_mean']:.1f} | {b['after_clients']:.1f}"
+                 if "queue_max" in b else f"- | - | {b['round'] - b['train_sum']:.1f}")
+        rows.append(f"| {k} | {b['round']:.1f} | {b['train_sum']:.1f} / {b['train_max']:.1f} | {extra} |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,6 +108,8 @@ def test_tiny_run_writes_report_with_every_method(capsys, tmp_path, resume):
     pooled = methods["proxy-centralized"]["federation"]  # one pass over the pooled data, same examples seen
     assert pooled["rounds"] == 1 and pooled["round_clients"] == [[0]]
     assert (out / "report.md").read_text().count("|") > 20 and (out / "report.png").stat().st_size > 1000
+    checked = {(c["method"], c["check"]) for c in report["checks"]}  # every proxy method, every promise
+    assert {m for m, _ in checked} == {"fedproxy", "naive-plugin", "proxy-centralized"} and len(checked) == 9
     assert (out / "work" / "fedproxy" / "proxy" / "proxy_map.json").is_file()
     assert (out / "work" / "fedproxy" / "proxy_tuned" / "config.json").is_file()
     assert (out / "work" / "fedproxy" / "fused_llm" / "fusion_recipe.json").is_file()

@@ -122,3 +122,17 @@ def test_finished_method_leaves_no_resume_checkpoints(capsys, tmp_path):
     work = out / "work" / "fedproxy"
     assert not list(work.rglob("*.pt*"))  # distillation and federation checkpoints are gone
     assert (work / "proxy_tuned" / "config.json").is_file() and (work / "fused_llm" / "config.json").is_file()
+
+
+def test_resume_with_a_different_config_is_refused(capsys, tmp_path, fault_log):
+    from tests.test_cli import error_line, run_cli
+
+    out = tmp_path / "run"
+    base = ["run", "--config", "tiny", "--out", str(out), "--quiet", "--set", 'methods=["zero-shot"]']
+    assert run_cli(capsys, *base)[0] == 0
+    code, _, err = run_cli(capsys, *base, "--resume", "--set", "fed.rounds=5")
+    assert code == 2 and "fed.rounds: 2 -> 5" in error_line(err) and "new --out" in error_line(err)
+    fault_log.bad_input("`fedproxy run --resume` with a changed config", clear_error=True)
+    # adding a method is what --resume is for: allowed, and the finished one is reused
+    code, _, _ = run_cli(capsys, *base[:-1], 'methods=["zero-shot","fedproxy"]', "--resume")
+    assert code == 0 and (out / "results" / "fedproxy.json").is_file()

@@ -108,6 +108,11 @@ def test_simulation_engine_matches_in_process(tmp_path):
     assert len(result["history"]) == 2
     assert_same(result["params"], in_process_params(cfg, tmp_path))
     assert_audit_clean(tmp_path / "sim", cfg, tmp_path)
+    # the round-time breakdown of benchmarks/perf.py: delivery before the handler, the handler around training
+    for rec in result["history"]:
+        for m in rec["client_metrics"].values():
+            assert 0 <= m["queue_seconds"] < rec["round_seconds"]
+            assert m["handler_seconds"] >= m["train_seconds"] > 0
 
 
 def test_secagg_plus_in_the_simulation_engine_equals_fedavg_and_hides_updates(tmp_path):

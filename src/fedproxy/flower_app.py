@@ -130,10 +130,15 @@ def client_train(msg: Message, context: Context) -> Message:
     pid = int(context.node_config.get("partition-id", 0))
     if is_secagg_train(msg):
         return secagg_train(msg, pid, local_update)
+    t_in = time.time()
     conf = msg.content["config"]
     _, res = local_update(conf, _tensors(msg.content["arrays"]), _frozen_from(msg, context), pid)
     metrics = {k: float(v) for k, v in res.metrics.items()}
     metrics["num-examples"] = res.num_examples
+    # Where a Flower round's time goes (benchmarks/perf.py): from the server creating the message to this
+    # handler starting (transport, ClientApp process start, imports), and this handler's own work.
+    metrics["queue_seconds"] = max(t_in - msg.metadata.created_at, 0.0)
+    metrics["handler_seconds"] = time.time() - t_in
     return Message(content=RecordDict({
         "arrays": _arrays(res.update),
         "metrics": MetricRecord(metrics),

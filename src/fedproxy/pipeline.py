@@ -13,6 +13,7 @@ import torch
 from . import __version__, baselines, checkpoint  # noqa: F401  (baselines register their methods)
 from .config import RunConfig
 from .context import build_context
+from .errors import ConfigError
 from .methods import METHODS
 from .report import write_report
 
@@ -24,6 +25,7 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
     for m in cfg.methods:
         METHODS.get(m)  # fail before any expensive work on an unknown name
     out.mkdir(parents=True, exist_ok=True)
+    _record_config(cfg, out / "run_config.json", resume)
     t0 = time.perf_counter()
     ctx = build_context(cfg, out, resume=resume, progress=progress, cache=cache)
     results_dir = out / "results"
@@ -53,3 +55,22 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
         "methods": results,
     }
     return write_report(report, out)
+
+
+# Settings a resumed run may change: which methods run, and where/how fast they run. Any other
+# change would mix results of two different experiments in one report.
+_RESUMABLE = ("methods", "device", "threads")
+
+
+def _record_config(cfg: RunConfig, path: Path, resume: bool) -> None:
+    now = cfg.to_flat()
+    if resume and path.is_file():
+        before = json.loads(path.read_text())
+        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                   if k not in _RESUMABLE and before.get(k) != now.get(k)]
+        if changed:
+            raise ConfigError(
+                f"--resume in {path.parent} with a different config ({'; '.join(changed)}); "
+                "rerun with the same config and --set flags, or use a new --out without --resume"
+            )
+    path.write_text(json.dumps(now, indent=2))
