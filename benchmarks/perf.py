@@ -211,7 +211,10 @@ def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
     server = simulate(cfg, build_proxy(ctx.llm, keep), ctx.tokenizer, total, workdir / "sim")
     records["simulation"] = server.history[0]
     root = Path(__file__).resolve().parents[1]
-    nodes = [f"partition-id={i} num-partitions={total}" for i in range(total)]
+    # SuperNodes here share this machine's cores: split them between the ``clients`` that train at
+    # once, as one would configure co-located nodes (see fedproxy.flower_app.node_threads).
+    threads = max(1, (os.cpu_count() or 1) // clients)
+    nodes = [f"partition-id={i} num-partitions={total} threads={threads}" for i in range(total)]
     flat = ";".join(f"{k}={v}" for k, v in [o.split("=", 1) for o in overrides] + [("compress.proxy_dir",
                                                                                      str(proxy_dir))])
     with Loopback(workdir / "deploy", nodes) as lb:

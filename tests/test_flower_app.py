@@ -156,3 +156,23 @@ def test_client_refuses_a_proxy_the_server_sent_incompletely(tiny_ctx, fault_log
     fault_log.bad_input("server message without a frozen proxy tensor", clear_error=True)
     _, res = local_update(conf, {n: params[n] for n in names}, frozen, 0)
     assert set(res.update) == set(names) and all(torch.isfinite(v).all() for v in res.update.values())
+
+
+def test_node_config_threads_sets_torch_threads_and_rejects_bad_values(fault_log):
+    import pytest
+
+    from fedproxy.errors import ConfigError
+    from fedproxy.flower_app import node_threads
+
+    before = torch.get_num_threads()
+    try:
+        node_threads({"threads": 1})
+        assert torch.get_num_threads() == 1
+        node_threads({})  # unset: left as it is
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in ("two", -1):
+        with pytest.raises(ConfigError, match="node config threads=.*non-negative integer"):
+            node_threads({"threads": bad})
+    fault_log.bad_input("SuperNode with node config threads='two' or -1", clear_error=True)

@@ -125,8 +125,28 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     return cfg, res
 
 
+def node_threads(node_config) -> None:
+    """Apply node config ``threads``: torch CPU threads for this node's training (0 or unset: torch's default).
+
+    A node-level setting because only the node knows its machine: SuperNodes that share cores
+    (several on one host) must split them, or each training process spins its threads against
+    the others' (measured on 2 cores, 2 SuperNodes: a client step about 9x slower, docs/results.md).
+    """
+    raw = node_config.get("threads", 0)
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0:
+        raise ConfigError(f"node config threads={raw!r} must be a non-negative integer (CPU threads for "
+                          "this node's training; 0 = torch's default), e.g. --node-config 'threads=1'")
+    if n:
+        torch.set_num_threads(n)
+
+
 @client_app.train(mods=[secagg_mod])
 def client_train(msg: Message, context: Context) -> Message:
+    node_threads(context.node_config)
     pid = int(context.node_config.get("partition-id", 0))
     if is_secagg_train(msg):
         return secagg_train(msg, pid, local_update)
