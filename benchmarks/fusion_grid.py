@@ -49,8 +49,8 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> d
         for variant in variants:
             for scale in scales:
                 load_params(ctx.llm, fuse_state(llm_state, part_of(delta, part), pmap, variant, scale))
-                rows.append({"part": part, "variant": variant, "scale": scale,
-                             "val_accuracy": ctx.val_accuracy(ctx.llm), "test_accuracy": ctx.evaluate(ctx.llm)["accuracy"]})
+                rows.append({"part": part, "variant": variant, "scale": scale, "val_accuracy": ctx.val_accuracy(ctx.llm),
+                             "test_accuracy": ctx.evaluate(ctx.llm)["accuracy"]})
                 print(f"{run.name}: {part} {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
                       f"test {rows[-1]['test_accuracy']:.3f}", flush=True)
     chosen = report["methods"]["fedproxy"]["fusion"]

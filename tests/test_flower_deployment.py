@@ -21,7 +21,8 @@ def test_deployment_engine_matches_in_process(tmp_path):
     overrides = "data.num_clients=2;fed.rounds=2;fed.local_steps=2"
     secure_out = tmp_path / "flower_secagg"
     secure = ";fed.aggregator=fedavg;fed.secagg=true"
-    with Loopback(tmp_path, ["partition-id=0 num-partitions=2 threads=1", "partition-id=1 num-partitions=2 threads=1"]) as lb:
+    nodes = [f"partition-id={i} num-partitions=2 threads=1" for i in range(2)]  # two nodes share the cores
+    with Loopback(tmp_path, nodes) as lb:
         lb.run(ROOT, f'fedproxy-config="tiny" out-dir="{out}" overrides="{overrides}"')
         lb.run(ROOT, f'fedproxy-config="tiny" out-dir="{secure_out}" overrides="{overrides}{secure}"')
     result = checkpoint.load(out / "flower_result.pt")
