@@ -7,10 +7,11 @@ Usage (the tables in docs/results.md):
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
 Each variant is the default config plus the listed overrides, run with
-methods=["fedproxy"] unless it sets `methods` (its row is then the first method listed); results are resumable (--resume) and summarised in
-<out>/<suite>.json and on stdout (mean ± std over seeds, and the paired difference to the
-first variant, seed by seed). Within a seed, variants that do not change compress.* reuse
-the first variant's proxy (compress.proxy_dir), so compression runs once per seed.
+methods=["fedproxy"] unless it sets `methods` (its row is then the first method listed);
+results are resumable (--resume) and summarised in <out>/<suite>.json and on stdout (mean ±
+std over seeds, and the paired difference to the first variant, seed by seed). Within a
+seed, variants that do not change compress.* reuse the first variant's proxy
+(compress.proxy_dir), so compression runs once per seed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.report import gain_recovered
 
 SUITES: dict[str, dict[str, list[str]]] = {
     "aggregators": {name: [f"fed.aggregator={name}"] for name in
@@ -120,7 +122,8 @@ def _print_gain_recovered(rows: dict[str, dict[int, dict]]) -> None:
     if not base:
         return
     for name, by_seed in rows.items():
-        shares = [(r["fused_accuracy"] - base[s]["zero-shot"]) / (base[s]["centralized"] - base[s]["zero-shot"])
+        shares = [gain_recovered({**{m: {"accuracy": a} for m, a in base[s].items()},
+                                  name: {"accuracy": r["fused_accuracy"]}}, name)
                   for s, r in by_seed.items() if s in base]
         print(f"{name}: {statistics.mean(shares):.0%} of the centralized gain (per seed "
               f"{', '.join(f'{x:.0%}' for x in shares)})")
