@@ -100,7 +100,7 @@ def test_tiny_run_writes_report_with_every_method(capsys, tmp_path, resume):
     assert report["seed"] == 0
     methods = report["methods"]
     assert set(methods) == {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized",
-                            "proxy-centralized"}
+                            "proxy-centralized", "centralized-kept"}
     for r in methods.values():
         assert 0.0 <= r["accuracy"] <= 1.0 and set(r["per_client"]) == {"d0", "d1", "d2"}
     fed = methods["fedproxy"]["federation"]

@@ -133,6 +133,13 @@ def test_secagg_plus_in_the_simulation_engine_equals_fedavg_and_hides_updates(tm
     base_proxy = snapshot(load_proxy(tmp_path / "plain" / "work" / "fedproxy" / "proxy")[0])
     assert any(not torch.allclose(tuned["plain"][k], base_proxy[k], atol=1e-3) for k in base_proxy)  # it trained
     assert_same(tuned["secure"], tuned["plain"], atol=1e-4)  # SecAgg+ quantizes stochastically
+    # As on the plain path, the frozen proxy tensors reach each node once, then come from its cache.
+    audit = json.loads((tmp_path / "secure" / "work" / "fedproxy" / "flower" / "message_audit.json").read_text())
+    fit = [(e["node"], len(e["content"]["fitins.parameters"]["keys"])) for e in audit
+           if e["direction"] == "server->client" and "fitins.parameters" in e["content"]]
+    with_frozen = [node for node, n in fit if n == max(n for _, n in fit)]
+    assert len(fit) == 6 and len(with_frozen) == 3 == len(set(with_frozen))  # 3 nodes x 2 rounds
+    assert len({n for _, n in fit}) == 2 and min(n for _, n in fit) > 0  # later rounds: trainable tensors only
     assert rounds["secure_aggregation"] and rounds["round_clients"] == [[0, 1, 2], [0, 1, 2]]
     assert_audit_clean(tmp_path / "secure" / "work" / "fedproxy" / "flower", secure, tmp_path)
 

@@ -28,4 +28,4 @@ def test_all_aggregators_and_methods_registered():
         AGGREGATORS.names())
     assert {"uniform", "block-influence", "loss-drop"} <= set(SELECTORS.names())
     assert {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized",
-            "proxy-centralized"} <= set(METHODS.names())
+            "proxy-centralized", "centralized-kept"} <= set(METHODS.names())

@@ -176,7 +176,8 @@ class RunConfig:
     methods: list[str] = _f(
         ["zero-shot", "fedproxy", "offsite-tuning", "centralized"],
         "methods to run and report: zero-shot, fedproxy, naive-plugin, offsite-tuning, fedavg-lora, centralized, "
-        "proxy-centralized (diagnostic: the proxy trained on pooled data)",
+        "proxy-centralized (diagnostic: the proxy trained on pooled data), centralized-kept (diagnostic: the "
+        "LLM trained on pooled data in only the blocks the proxy keeps)",
     )
     device: str = _f("auto", "'auto' (CUDA if present), 'cpu' or 'cuda'")
     threads: int = _f(0, "torch CPU threads (0 = all cores)")

@@ -149,7 +149,7 @@ def client_train(msg: Message, context: Context) -> Message:
     node_threads(context.node_config)
     pid = int(context.node_config.get("partition-id", 0))
     if is_secagg_train(msg):
-        return secagg_train(msg, pid, local_update)
+        return secagg_train(msg, pid, local_update, _node_cache(context))
     t_in = time.time()
     conf = msg.content["config"]
     _, res = local_update(conf, _tensors(msg.content["arrays"]), _frozen_from(msg, context), pid)
@@ -258,7 +258,9 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
         if cfg.fed.secagg:
             wire.bytes_from = {}
             mean, metrics = secagg_round(wire, context, cfg.fed, r, sampled, server.params, frozen,
-                                         {**static, "round": r}, round_timeout)
+                                         {**static, "round": r}, round_timeout, cached)
+            # Nodes that finished stored the frozen tensors; one that failed may have lost them.
+            cached = (cached | {sampled[p] for p in metrics}) - {sampled[p] for p in sampled if p not in metrics}
             for pid, m in metrics.items():  # what each client uploaded over all four SecAgg+ stages
                 m["bytes_up"] = wire.bytes_from.get(sampled[pid], 0)
             rec = server.apply_secure_mean(mean, list(metrics) if mean else [], metrics,

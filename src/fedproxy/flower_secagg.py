@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import Grid
 
+from . import frozen_cache
 from .aggregate import clip_update
 from .config import FedConfig
 
@@ -46,14 +48,23 @@ def secagg_mod(msg: Message, context: Context, call_next) -> Message:
     return call_next(msg, context)
 
 
-def secagg_train(msg: Message, pid: int, local_update: Callable) -> Message:
-    """Train from a legacy FitIns and answer with a FitRes carrying the (clipped) update."""
+def secagg_train(msg: Message, pid: int, local_update: Callable, cache: Path) -> Message:
+    """Train from a legacy FitIns and answer with a FitRes carrying the (clipped) update.
+
+    The frozen proxy tensors come in the FitIns the first time a node sees them and from the
+    node's ``cache`` (:mod:`fedproxy.frozen_cache`) after that, as on the plain path.
+    """
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     conf = fitins.config
     names, frozen_names = json.loads(str(conf["trainable"])), json.loads(str(conf["frozen"]))
     arrays = [torch.from_numpy(np.array(a, copy=True)) for a in parameters_to_ndarrays(fitins.parameters)]
     trainable = dict(zip(names, arrays[: len(names)], strict=True))
-    frozen = dict(zip(frozen_names, arrays[len(names):], strict=True))
+    key = str(conf["frozen-digest"])
+    if frozen_names:
+        frozen = dict(zip(frozen_names, arrays[len(names):], strict=True))
+        frozen_cache.store(cache, key, frozen)
+    else:
+        frozen = frozen_cache.load(cache, key)
     cfg, res = local_update(conf, trainable, frozen, pid)
     update = res.update
     if cfg.fed.dp_clip > 0:  # the server cannot clip what it cannot see: clients bound their own updates
@@ -100,17 +111,23 @@ class _OneRound(Strategy):
 
 def secagg_round(grid: Grid, context: Context, cfg: FedConfig, round_idx: int, nodes: dict[int, int],
                  params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], config: dict,
-                 timeout: float) -> tuple[dict[str, torch.Tensor], dict[int, dict]]:
+                 timeout: float, cached: set[int] = frozenset()) -> tuple[dict[str, torch.Tensor], dict[int, dict]]:
     """One SecAgg+ round over ``nodes`` (partition id -> node id).
 
-    Returns the example-weighted mean update (empty if the protocol could not finish) and
-    each surviving client's scalar metrics.
+    Nodes in ``cached`` already hold the frozen tensors (``config["frozen-digest"]``) and get
+    only the trainable ones. Returns the example-weighted mean update (empty if the protocol
+    could not finish) and each surviving client's scalar metrics.
     """
     names, frozen_names = list(params), list(frozen)
-    arrays = [params[n].numpy() for n in names] + [frozen[n].numpy() for n in frozen_names]
-    ins = FitIns(ndarrays_to_parameters(arrays),
-                 {**config, "trainable": json.dumps(names), "frozen": json.dumps(frozen_names)})
-    strategy = _OneRound({nid: ins for nid in nodes.values()}, grid, context.run_id)
+    trainable = [params[n].numpy() for n in names]
+
+    def fitins(with_frozen: bool) -> FitIns:
+        extra = [frozen[n].numpy() for n in frozen_names] if with_frozen else []
+        return FitIns(ndarrays_to_parameters(trainable + extra), {
+            **config, "trainable": json.dumps(names), "frozen": json.dumps(frozen_names if with_frozen else [])})
+
+    by_need = {need: fitins(need) for need in {nid not in cached for nid in nodes.values()}}
+    strategy = _OneRound({nid: by_need[nid not in cached] for nid in nodes.values()}, grid, context.run_id)
     legacy = LegacyContext(context, strategy=strategy)
     legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: round_idx + 1})
     legacy.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord()

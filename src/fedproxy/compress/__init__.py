@@ -20,7 +20,7 @@ from .base import SELECTORS, ProxyMap, build_proxy, n_keep_from, split_block_key
 from .distill import distill
 
 __all__ = ["SELECTORS", "ProxyMap", "CompressResult", "build_proxy", "compress", "load_proxy", "save_proxy",
-           "split_block_key"]
+           "select_blocks", "split_block_key"]
 
 
 @dataclass
@@ -30,19 +30,25 @@ class CompressResult:
     info: dict = field(default_factory=dict)
 
 
+def select_blocks(llm, text_batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: CompressConfig,
+                  device: torch.device) -> ProxyMap:
+    """Which LLM blocks the proxy keeps (the map, before any distillation), chosen on server text."""
+    check_supported(llm)
+    n_layers = len(blocks(llm))
+    calib = text_batches[: max(1, len(text_batches) // 2)]
+    keep, scores = SELECTORS.get(cfg.method)(llm, calib, n_keep_from(cfg, n_layers), cfg, device)
+    return ProxyMap(n_layers, keep, llm.config.model_type, cfg.method, [float(s) for s in scores])
+
+
 def compress(llm, text_batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: CompressConfig,
              device: torch.device, seed: int, bf16: bool = False, ckpt_dir: Path | None = None,
              progress: bool = True) -> CompressResult:
     """Select blocks on ``text_batches`` (server text), build and distil the proxy."""
-    check_supported(llm)
     t0 = time.perf_counter()
-    n_layers = len(blocks(llm))
-    n_keep = n_keep_from(cfg, n_layers)
-    calib = text_batches[: max(1, len(text_batches) // 2)]
-    keep, scores = SELECTORS.get(cfg.method)(llm, calib, n_keep, cfg, device)
+    pmap = select_blocks(llm, text_batches, cfg, device)
+    keep = pmap.keep
     t_select = time.perf_counter() - t0
     proxy = build_proxy(llm, keep).to(device)
-    pmap = ProxyMap(n_layers, keep, llm.config.model_type, cfg.method, [float(s) for s in scores])
     history: list[float] = []
     if cfg.distill_steps > 0:
         history = distill(proxy, llm, pmap, text_batches, cfg, device, seed, bf16, ckpt_dir, progress)
