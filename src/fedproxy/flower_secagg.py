@@ -60,7 +60,7 @@ def secagg_train(msg: Message, pid: int, local_update: Callable, cache: Path) ->
     arrays = [torch.from_numpy(np.array(a, copy=True)) for a in parameters_to_ndarrays(fitins.parameters)]
     trainable = dict(zip(names, arrays[: len(names)], strict=True))
     key = str(conf["frozen-digest"])
-    if frozen_names:
+    if bool(conf["frozen-sent"]):
         frozen = dict(zip(frozen_names, arrays[len(names):], strict=True))
         frozen_cache.store(cache, key, frozen)
     else:
@@ -124,7 +124,7 @@ def secagg_round(grid: Grid, context: Context, cfg: FedConfig, round_idx: int, n
     def fitins(with_frozen: bool) -> FitIns:
         extra = [frozen[n].numpy() for n in frozen_names] if with_frozen else []
         return FitIns(ndarrays_to_parameters(trainable + extra), {
-            **config, "trainable": json.dumps(names), "frozen": json.dumps(frozen_names if with_frozen else [])})
+            **config, "trainable": json.dumps(names), "frozen": json.dumps(frozen_names), "frozen-sent": with_frozen})
 
     by_need = {need: fitins(need) for need in {nid not in cached for nid in nodes.values()}}
     strategy = _OneRound({nid: by_need[nid not in cached] for nid in nodes.values()}, grid, context.run_id)
