@@ -103,7 +103,7 @@ def distill_bridges(proxy, llm, keep, gaps, record, batches, steps: int, lr: flo
         opt.step()
         history.append(float(loss.detach()))
         if step % 10 == 0 or step == steps - 1:
-            print(f"distill step {step}: kl {float(kl):.3f}, hidden {float(hid):.3f}", flush=True)
+            print(f"distill step {step}: kl {kl.item():.3f}, hidden {hid.item():.3f}", flush=True)
     for p in params:
         p.requires_grad_(False)
     return history

@@ -27,6 +27,8 @@ def test_overrides_parse_json_values():
     ("fed.secagg=true", "needs fed.aggregator fedavg or fedavgm"),
     ("fed.round_timeout=0", "fed.round_timeout must be > 0"),
     ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
+    ("fuse.scales=[]", "fuse.scales must be a non-empty list"),
+    ("fuse.scales=[1.0, -2.0]", "fuse.scales must be a non-empty list of non-negative"),
 ])
 def test_bad_values_give_specific_errors(override, message, fault_log):
     with pytest.raises(ConfigError, match=message):

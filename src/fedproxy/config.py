@@ -162,12 +162,12 @@ class FuseConfig:
     def __post_init__(self) -> None:
         _check(self.variant in ("source", "share", "interpolate", "auto"),
                f"fuse.variant must be 'source', 'share', 'interpolate' or 'auto', got '{self.variant}'")
+        _check(len(self.scales) >= 1 and all(s >= 0 for s in self.scales),
+               f"fuse.scales must be a non-empty list of non-negative numbers, got {self.scales}")
 
     @property
     def variants(self) -> list[str]:
         return ["source", "share", "interpolate"] if self.variant == "auto" else [self.variant]
-        _check(len(self.scales) >= 1 and all(s >= 0 for s in self.scales),
-               f"fuse.scales must be a non-empty list of non-negative numbers, got {self.scales}")
 
 
 @dataclass
