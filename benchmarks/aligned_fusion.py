@@ -1,11 +1,7 @@
-"""Experiment: activation-aligned plug-in on a finished run (training-free, server text only).
+"""The activation-aligned plug-in (``fedproxy.fuse.align``, ``fuse.align=true``) on a finished run.
 
-A proxy block's linear layer learned ``dW`` on its own inputs ``x_p``; at the source LLM
-block the same layer sees ``x_l``. Instead of adding ``dW`` as is, choose the LLM delta ``A``
-that reproduces the proxy's output change on server text,
-``min_A sum_t |A x_l,t - dW x_p,t|^2 + lam |A|^2``, i.e. ``A = dW C_pl (C_ll + lam I)^-1`` with
-``C_pl = sum x_p x_l^T`` and ``C_ll = sum x_l x_l^T`` (RegMean-style closed form). Norm deltas
-are added as is. Where ``x_p = x_l`` this is ``dW`` (up to the ridge).
+Refits each proxy layer's learned output change to the LLM's inputs on server text (closed
+form, no training) and compares it with plain ``source`` fusion at each scale.
 
     python benchmarks/aligned_fusion.py runs/seeds6/seed1 --scales 1 2 3
 
@@ -19,66 +15,12 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from fedproxy.compress import load_proxy, split_block_key
+from fedproxy.compress import load_proxy
 from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.fuse import fuse_state
-from fedproxy.modeling import blocks, load_params, snapshot
-
-
-def linear_inputs(model: nn.Module, block_ids: list[int]) -> tuple[dict[str, torch.Tensor], list]:
-    """Forward pre-hooks that record the input of every Linear in ``block_ids``, keyed by weight name."""
-    seen: dict[str, torch.Tensor] = {}
-    handles = []
-    layers = blocks(model)
-    prefix = next(n for n, _ in model.named_parameters() if split_block_key(n)).split(".layers.")[0] + ".layers."
-    for b in block_ids:
-        for name, mod in layers[b].named_modules():
-            if isinstance(mod, nn.Linear):
-                key = f"{prefix}{b}.{name}.weight"
-                handles.append(mod.register_forward_pre_hook(lambda m, args, k=key: seen.__setitem__(k, args[0])))
-    return seen, handles
-
-
-@torch.no_grad()
-def gram_stats(proxy, llm, keep: list[int], batches) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Proxy-keyed weight name -> (C_pl, C_ll) over the valid tokens of ``batches``."""
-    p_in, ph = linear_inputs(proxy, list(range(len(keep))))
-    l_in, lh = linear_inputs(llm, keep)
-    stats: dict[str, list[torch.Tensor]] = {}
-    try:
-        for ids, mask in batches:
-            proxy(input_ids=ids, attention_mask=mask)
-            llm(input_ids=ids, attention_mask=mask)
-            valid = mask.bool()
-            for pkey, xp in p_in.items():
-                prefix, j, rest = split_block_key(pkey)
-                xl = l_in[f"{prefix}{keep[j]}.{rest}"][valid].double()
-                xp = xp[valid].double()
-                acc = stats.setdefault(pkey, [0.0, 0.0])
-                acc[0] = acc[0] + xp.T @ xl
-                acc[1] = acc[1] + xl.T @ xl
-    finally:
-        for h in ph + lh:
-            h.remove()
-    return {k: (v[0], v[1]) for k, v in stats.items()}
-
-
-def align_delta(delta: dict[str, torch.Tensor], stats, ridge: float) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, d in delta.items():
-        if key not in stats:
-            out[key] = d
-            continue
-        c_pl, c_ll = stats[key]
-        lam = ridge * c_ll.diagonal().mean()
-        rhs = d.double() @ c_pl  # A (C_ll + lam I) = dW C_pl; C_ll is symmetric
-        a = torch.linalg.solve(c_ll + lam * torch.eye(c_ll.shape[0], dtype=c_ll.dtype), rhs.T).T
-        out[key] = a.to(d.dtype)
-    return out
+from fedproxy.fuse.align import align_delta, input_grams
+from fedproxy.modeling import load_params, snapshot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     tuned, _ = load_proxy(args.run / "work" / "fedproxy" / "proxy_tuned")
     b, t = snapshot(base), snapshot(tuned)
     delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
-    stats = gram_stats(base.eval(), ctx.llm.eval(), pmap.keep, ctx.server_text_batches(cfg.compress.distill_batch))
+    stats = input_grams(base.eval(), ctx.llm.eval(), pmap, ctx.server_text_batches(cfg.compress.distill_batch))
     llm_state = snapshot(ctx.llm)
     rows = []
     for label, ridge in [("source", None)] + [(f"aligned ridge {r:g}", r) for r in args.ridge]:

@@ -29,6 +29,7 @@ def test_overrides_parse_json_values():
     ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
     ("fuse.scales=[]", "fuse.scales must be a non-empty list"),
     ("fuse.scales=[1.0, -2.0]", "fuse.scales must be a non-empty list of non-negative"),
+    ("fuse.align_ridge=0", "fuse.align_ridge must be > 0"),
 ])
 def test_bad_values_give_specific_errors(override, message, fault_log):
     with pytest.raises(ConfigError, match=message):

@@ -158,8 +158,12 @@ class FuseConfig:
     variant: str = _f("source", "where deltas of dropped blocks go: 'source', 'share', 'interpolate', "
                          "or 'auto' (each tried on server validation)")
     scales: list[float] = _f([1.0, 2.0, 3.0, 4.0, 6.0], "candidate delta scales; the best on server validation wins")
+    align: bool = _f(False, "also try activation-aligned deltas (fedproxy.fuse.align: each proxy layer's output "
+                            "change refit to the LLM's inputs on server text) on server validation")
+    align_ridge: float = _f(0.01, "ridge of the aligned fit, relative to the mean input energy")
 
     def __post_init__(self) -> None:
+        _check(self.align_ridge > 0, f"fuse.align_ridge must be > 0, got {self.align_ridge}")
         _check(self.variant in ("source", "share", "interpolate", "auto"),
                f"fuse.variant must be 'source', 'share', 'interpolate' or 'auto', got '{self.variant}'")
         _check(len(self.scales) >= 1 and all(s >= 0 for s in self.scales),

@@ -13,6 +13,7 @@ from .compress.base import ProxyMap, build_proxy
 from .context import RunContext
 from .federated import run_federation, trainable_names
 from .fuse import save_fused, select_fusion
+from .fuse.align import align_delta, input_grams
 from .modeling import blocks, load_params, snapshot
 from .registry import Registry
 
@@ -52,10 +53,11 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
 
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
-                   blocks_only=None, keep=None, save: bool = True, shards=None) -> dict:
+                   blocks_only=None, keep=None, save: bool = True, shards=None, align_ridge: float | None = None) -> dict:
     """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate.
 
-    ``shards`` replaces the clients' training data (default: ``ctx.bench.train``).
+    ``shards`` replaces the clients' training data (default: ``ctx.bench.train``). With
+    ``align_ridge``, fusion also tries activation-aligned deltas (:mod:`fedproxy.fuse.align`).
     """
     t0 = time.perf_counter()
     work = ctx.method_dir(name)
@@ -66,6 +68,9 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         pmap = ProxyMap(len(blocks(ctx.llm)), keep, ctx.llm.config.model_type, "fixed")
         comp_info = {"method": "fixed", "keep": keep}
     proxy_before = ctx.evaluate(proxy)
+    grams = None  # input statistics of the proxy as sent, for the aligned plug-in
+    if align_ridge is not None:
+        grams = input_grams(proxy, ctx.llm, pmap, ctx.server_text_batches(ctx.cfg.compress.distill_batch))
     keep_files = save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
@@ -86,7 +91,9 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     if keep_files:
         save_proxy(proxy, pmap, work / "proxy_tuned", ctx.tokenizer)
     t_fuse = time.perf_counter()
-    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy)
+    aligned = align_delta(delta, grams, align_ridge) if grams is not None else None
+    del grams
+    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy, aligned)
     t_fuse = time.perf_counter() - t_fuse
     fused = ctx.evaluate(ctx.llm)
     if save:
@@ -104,11 +111,16 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     }
 
 
+def _align(c) -> float | None:
+    """The ridge of the aligned plug-in when ``fuse.align`` is on, else None (plain deltas only)."""
+    return c.fuse.align_ridge if c.fuse.align else None
+
+
 @METHODS.register("fedproxy")
 def fedproxy_method(ctx: RunContext) -> dict:
     c = ctx.cfg
     return proxy_pipeline(ctx, "fedproxy", compress_cfg=c.compress, fed_cfg=c.fed,
-                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales)
+                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, align_ridge=_align(c))
 
 
 @METHODS.register("proxy-centralized")
@@ -126,7 +138,8 @@ def proxy_centralized(ctx: RunContext) -> dict:
                               aggregator="fedavg", prox_mu=0.0, fraction=1.0, min_clients=1, dp_noise=0.0,
                               dp_clip=0.0, max_update_norm=0.0)
     return proxy_pipeline(ctx, "proxy-centralized", compress_cfg=c.compress, fed_cfg=fed,
-                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, save=False, shards=[pooled])
+                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, save=False, shards=[pooled],
+                          align_ridge=_align(c))
 
 
 @METHODS.register("naive-plugin")

@@ -23,20 +23,25 @@ def fuse_into(llm: torch.nn.Module, delta: dict[str, torch.Tensor], pmap: ProxyM
 
 
 def select_fusion(llm: torch.nn.Module, delta, pmap: ProxyMap, variants: list[str], scales: list[float],
-                  score: Callable[[torch.nn.Module], float]) -> tuple[dict, list[dict]]:
+                  score: Callable[[torch.nn.Module], float], aligned=None) -> tuple[dict, list[dict]]:
     """Try every (variant, scale) on server-side validation via ``score``; keep the best.
 
-    Leaves ``llm`` fused with the winner; returns the recipe and the table of trials.
+    With ``aligned`` (the delta after :func:`fedproxy.fuse.align.align_delta`) every
+    (variant, scale) is tried with it too. Leaves ``llm`` fused with the winner; returns the
+    recipe and the table of trials.
     """
     base = snapshot(llm)
+    candidates = {False: delta, **({True: aligned} if aligned is not None else {})}
     trials = []
-    for variant in variants:
-        for scale in scales:
-            load_params(llm, fuse_state(base, delta, pmap, variant, scale))
-            trials.append({"variant": variant, "scale": scale, "val_accuracy": score(llm)})
-    best = max(trials, key=lambda t: (t["val_accuracy"], -abs(t["scale"] - 1.0)))
-    load_params(llm, fuse_state(base, delta, pmap, best["variant"], best["scale"]))
-    return {"variant": best["variant"], "scale": best["scale"]}, trials
+    for is_aligned, d in candidates.items():
+        for variant in variants:
+            for scale in scales:
+                load_params(llm, fuse_state(base, d, pmap, variant, scale))
+                trials.append({"variant": variant, "scale": scale, "aligned": is_aligned, "val_accuracy": score(llm)})
+    # Ties go to the plainer recipe: scale nearest 1, then the unaligned delta.
+    best = max(trials, key=lambda t: (t["val_accuracy"], -abs(t["scale"] - 1.0), not t["aligned"]))
+    load_params(llm, fuse_state(base, candidates[best["aligned"]], pmap, best["variant"], best["scale"]))
+    return {"variant": best["variant"], "scale": best["scale"], "aligned": best["aligned"]}, trials
 
 
 def save_fused(llm: torch.nn.Module, tokenizer, recipe: dict, out: Path) -> Path:
