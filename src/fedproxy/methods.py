@@ -68,9 +68,6 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         pmap = ProxyMap(len(blocks(ctx.llm)), keep, ctx.llm.config.model_type, "fixed")
         comp_info = {"method": "fixed", "keep": keep}
     proxy_before = ctx.evaluate(proxy)
-    grams = None  # input statistics of the proxy as sent, for the aligned plug-in
-    if align_ridge is not None:
-        grams = input_grams(proxy, ctx.llm, pmap, ctx.server_text_batches(ctx.cfg.compress.distill_batch))
     keep_files = save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
@@ -86,13 +83,18 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
                                 ctx.device, ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume,
                                 progress=ctx.progress, desc=f"{name}: rounds")
     delta = server.total_delta()
+    aligned, t_align = None, time.perf_counter()
+    if align_ridge is not None:  # input statistics of the proxy as it was sent, before any client trained it
+        load_params(proxy, server.initial)
+        grams = input_grams(proxy, ctx.llm, pmap, ctx.server_text_batches(ctx.cfg.compress.distill_batch))
+        aligned = align_delta(delta, grams, align_ridge)
+        del grams
+    t_align = time.perf_counter() - t_align
     load_params(proxy, server.params)
     proxy_after = ctx.evaluate(proxy)
     if keep_files:
         save_proxy(proxy, pmap, work / "proxy_tuned", ctx.tokenizer)
     t_fuse = time.perf_counter()
-    aligned = align_delta(delta, grams, align_ridge) if grams is not None else None
-    del grams
     recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy, aligned)
     t_fuse = time.perf_counter() - t_fuse
     fused = ctx.evaluate(ctx.llm)
@@ -106,7 +108,7 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         "compression": comp_info,
         "proxy_before_fl": proxy_before,
         "proxy_after_fl": proxy_after,
-        "fusion": {**recipe, "trials": trials, "seconds": t_fuse},
+        "fusion": {**recipe, "trials": trials, "seconds": t_fuse + t_align},
         "federation": fed_summary(server),
     }
 
