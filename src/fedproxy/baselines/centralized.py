@@ -42,10 +42,10 @@ def centralized(ctx) -> dict:
 def centralized_kept(ctx) -> dict:
     """Centralized fine-tuning of only the LLM blocks the proxy keeps (and the final norm).
 
-    A diagnostic ceiling for the plug-in: fusion with variant ``source`` changes exactly
-    these tensors, so no proxy delta fused that way can do better than training them directly
-    on the pooled data. Its gap to ``centralized`` is what leaving the dropped blocks untouched
-    costs.
+    A diagnostic reference for the plug-in: fusion with variant ``source`` changes exactly
+    these tensors, so this is what they reach when trained directly on the pooled data, the
+    practical ceiling of a fused proxy delta. Its gap to ``centralized`` is what leaving the
+    dropped blocks untouched costs.
     """
     c = ctx.cfg
     if c.compress.proxy_dir:
