@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fedproxy.compress import load_proxy
+from fedproxy.api import proxy_delta
 from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.fuse import fuse_state
@@ -33,10 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((args.run / "report.json").read_text())
     cfg = RunConfig.from_dict(report["config"])
     ctx = build_context(cfg, args.run / "aligned_fusion", progress=False)
-    base, pmap = load_proxy(args.run / "work" / "fedproxy" / "proxy")
-    tuned, _ = load_proxy(args.run / "work" / "fedproxy" / "proxy_tuned")
-    b, t = snapshot(base), snapshot(tuned)
-    delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
+    work = args.run / "work" / "fedproxy"
+    base, pmap, delta = proxy_delta(work / "proxy", work / "proxy_tuned")
     stats = input_grams(base.eval(), ctx.llm.eval(), pmap, ctx.server_text_batches(cfg.compress.distill_batch))
     llm_state = snapshot(ctx.llm)
     rows = []

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedproxy.compress import load_proxy
+from fedproxy.api import proxy_delta
 from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.fuse import VARIANTS, fuse_state
@@ -39,10 +39,7 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> d
     report = json.loads((run / "report.json").read_text())
     cfg = RunConfig.from_dict(report["config"])
     ctx = build_context(cfg, run / "fusion_grid", progress=False)
-    base, pmap = load_proxy(run / "work" / "fedproxy" / "proxy")
-    tuned, _ = load_proxy(run / "work" / "fedproxy" / "proxy_tuned")
-    b, t = snapshot(base), snapshot(tuned)
-    delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
+    _, pmap, delta = proxy_delta(run / "work" / "fedproxy" / "proxy", run / "work" / "fedproxy" / "proxy_tuned")
     llm_state = snapshot(ctx.llm)
     rows = []
     for part in parts:

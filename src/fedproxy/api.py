@@ -24,9 +24,8 @@ def compress_to_dir(cfg: RunConfig, out: Path, progress: bool = True, cache=None
     return out
 
 
-def fuse_checkpoints(llm: str, proxy: str, tuned: str, out: Path, variant: str = "source", scale: float = 1.0,
-                     cache=None) -> Path:
-    """Fuse ``tuned - proxy`` into ``llm`` using ``proxy/proxy_map.json``."""
+def proxy_delta(proxy: str | Path, tuned: str | Path):
+    """(base proxy model, its map, ``tuned - proxy`` over the tensors that changed) from two proxy directories."""
     pmap_path = Path(proxy) / "proxy_map.json"
     if not pmap_path.is_file():
         raise ModelError(f"{proxy} has no proxy_map.json; pass the directory written by `fedproxy compress`")
@@ -36,7 +35,13 @@ def fuse_checkpoints(llm: str, proxy: str, tuned: str, out: Path, variant: str =
     b, t = snapshot(base), snapshot(tuned_model)
     if set(b) != set(t) or any(b[k].shape != t[k].shape for k in b):
         raise ModelError(f"{tuned} does not have the same tensors as the proxy {proxy}")
-    delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
+    return base, pmap, {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
+
+
+def fuse_checkpoints(llm: str, proxy: str, tuned: str, out: Path, variant: str = "source", scale: float = 1.0,
+                     cache=None) -> Path:
+    """Fuse ``tuned - proxy`` into ``llm`` using ``proxy/proxy_map.json``."""
+    _, pmap, delta = proxy_delta(proxy, tuned)
     model, tok = load_pretrained(resolve_checkpoint(llm, cache))
     load_params(model, fuse_state(snapshot(model), delta, pmap, variant, scale))
     return save_fused(model, tok, {"variant": variant, "scale": scale, "proxy_map": pmap.keep}, out)
