@@ -27,6 +27,7 @@ def test_overrides_parse_json_values():
     ("fed.secagg=true", "needs fed.aggregator fedavg or fedavgm"),
     ("fed.round_timeout=0", "fed.round_timeout must be > 0"),
     ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
+    ("fed.logit_adjust=-1", "fed.logit_adjust must be >= 0"),
     ("fuse.scales=[]", "fuse.scales must be a non-empty list"),
     ("fuse.scales=[1.0, -2.0]", "fuse.scales must be a non-empty list of non-negative"),
     ("fuse.align_ridge=0", "fuse.align_ridge must be > 0"),

@@ -110,6 +110,9 @@ class FedConfig:
                                  "fedavg, fedprox (needs prox_mu > 0), fedavgm, fedexp, dare, median, normclip, "
                                  "fedproxy")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
+    logit_adjust: float = _f(0.0, "label-skew correction (FedLC-style logit adjustment): each client adds "
+                                  "tau * log(C * p_c) of its own label frequencies p_c to the label logits in its "
+                                  "loss, so the shared model does not absorb each client's label prior; 0 = off")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
     min_clients: int = _f(1, "minimum clients per round")
     lora_r: int = _f(0, "LoRA rank on all proxy blocks (0 = full fine-tuning of the blocks)")
@@ -134,6 +137,7 @@ class FedConfig:
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.centralized_lr > 0, "fed.lr and fed.centralized_lr must be > 0")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
+        _check(self.logit_adjust >= 0, f"fed.logit_adjust must be >= 0, got {self.logit_adjust}")
         _check(self.aggregator != "fedprox" or self.prox_mu > 0,
                "fed.aggregator=fedprox needs fed.prox_mu > 0 (the proximal term is trained on the clients)")
         _check(0.0 < self.fraction <= 1.0, f"fed.fraction must be in (0, 1], got {self.fraction}")

@@ -41,10 +41,27 @@ def _label_index(batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return as_t(rows), as_t(cols), as_t(targets)
 
 
-def label_loss(model: nn.Module, batch: Encoded) -> torch.Tensor:
-    """Mean token cross-entropy of the label continuation (the fine-tuning objective)."""
+def _first_of_example(rows: torch.Tensor) -> torch.Tensor:
+    """Mask over label tokens: True where a token is the first of its example's label."""
+    is_first = torch.ones_like(rows, dtype=torch.bool)
+    is_first[1:] = rows[1:] != rows[:-1]
+    return is_first
+
+
+def label_loss(model: nn.Module, batch: Encoded, prior_bias: dict[int, float] | None = None) -> torch.Tensor:
+    """Mean token cross-entropy of the label continuation (the fine-tuning objective).
+
+    ``prior_bias`` (token id -> logit offset) is added to the logits of the label's first
+    token only (logit adjustment, see :func:`fedproxy.federated.client.prior_bias`).
+    """
     rows, cols, targets = _label_index(batch)
-    return F.cross_entropy(logits_at(model, batch, rows, cols), targets)
+    logits = logits_at(model, batch, rows, cols)
+    if prior_bias:
+        offset = torch.zeros(logits.shape[-1], device=logits.device, dtype=logits.dtype)
+        offset[torch.tensor(list(prior_bias), device=logits.device)] = torch.tensor(
+            list(prior_bias.values()), device=logits.device, dtype=logits.dtype)
+        logits = logits + _first_of_example(rows)[:, None].to(logits.dtype) * offset
+    return F.cross_entropy(logits, targets)
 
 
 @torch.no_grad()
@@ -60,9 +77,7 @@ def score_first_tokens(model: nn.Module, batch: Encoded, first_tokens: list[int]
     n = batch.input_ids.shape[0]
     nll = torch.zeros(n, device=nll_tok.device).index_add_(0, rows, nll_tok)
     counts = torch.zeros(n, device=nll_tok.device).index_add_(0, rows, torch.ones_like(nll_tok))
-    is_first = torch.ones_like(rows, dtype=torch.bool)
-    is_first[1:] = rows[1:] != rows[:-1]
-    scores = logp[is_first][:, first_tokens]
+    scores = logp[_first_of_example(rows)][:, first_tokens]
     return scores, nll / counts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 import resource
 import time
@@ -48,6 +49,24 @@ def trainable_names(model: torch.nn.Module, cfg: FedConfig, blocks_only: list[in
     return names
 
 
+def prior_bias(examples: list[Example], encoder: Encoder, tau: float) -> dict[int, float]:
+    """First label token -> ``tau * log(C * p_c)`` from the client's own label frequencies.
+
+    Added to the logits in the loss (balanced softmax / FedLC's calibration), this lets the
+    label prior explain the client's skew, so the update carries the class evidence and not
+    the prior; a uniform client gets zeros. Add-one smoothing keeps unseen labels finite.
+    Empty when ``tau`` is 0 or the labels share a first token (then nothing to adjust).
+    """
+    if tau == 0 or not encoder.first_token_scoring:
+        return {}
+    n_cls = len(encoder.label_tokens)
+    counts = [1.0] * n_cls
+    for e in examples:
+        counts[e.label] += 1
+    total = sum(counts)
+    return {tok[0]: tau * math.log(n_cls * c / total) for tok, c in zip(encoder.label_tokens, counts)}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -73,6 +92,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
             p.requires_grad_(n in params)
     anchor = {n: global_params[n].to(device) for n in names} if cfg.prox_mu > 0 and cfg.lora_r == 0 else None
     opt = adamw(params.values(), cfg.lr)
+    bias = prior_bias(examples, encoder, cfg.logit_adjust)
     rng = random.Random(seed)
     stream = infinite_batches(examples, cfg.batch_size, rng)
     train_model.train()
@@ -81,7 +101,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     for _ in tqdm(range(cfg.local_steps), desc=progress, disable=progress is None, leave=False):
         batch = encoder.batch(next(stream), with_label=True).to(device)
         with autocast(device, bf16):
-            loss = label_loss(train_model, batch)
+            loss = label_loss(train_model, batch, bias)
         total = loss
         if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
             total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
