@@ -26,6 +26,8 @@ def test_overrides_parse_json_values():
     ("fed.dp_noise=1.0", "needs fed.dp_clip > 0"),
     ("fed.secagg=true", "needs fed.aggregator fedavg or fedavgm"),
     ("fed.round_timeout=0", "fed.round_timeout must be > 0"),
+    ("fed.lr_decay=0", "fed.lr_decay must be in \\(0, 1\\]"),
+    ("fed.lr_decay=1.5", "fed.lr_decay must be in \\(0, 1\\]"),
     ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
     ("fed.logit_adjust=-1", "fed.logit_adjust must be >= 0"),
     ("fuse.scales=[]", "fuse.scales must be a non-empty list"),

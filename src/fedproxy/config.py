@@ -104,6 +104,8 @@ class FedConfig:
     local_steps: int = _f(10, "optimizer steps per client per round")
     batch_size: int = _f(8, "client batch size")
     lr: float = _f(2e-4, "client learning rate (AdamW)")
+    lr_decay: float = _f(1.0, "client learning rate schedule over rounds: round r (from 0) trains at "
+                              "lr * lr_decay**r; < 1 takes smaller steps as the shared model settles")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "
@@ -136,6 +138,7 @@ class FedConfig:
         _check(self.local_steps >= 1, f"fed.local_steps must be >= 1, got {self.local_steps}")
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.centralized_lr > 0, "fed.lr and fed.centralized_lr must be > 0")
+        _check(0.0 < self.lr_decay <= 1.0, f"fed.lr_decay must be in (0, 1], got {self.lr_decay}")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
         _check(self.logit_adjust >= 0, f"fed.logit_adjust must be >= 0, got {self.logit_adjust}")
         _check(self.aggregator != "fedprox" or self.prox_mu > 0,
@@ -155,6 +158,10 @@ class FedConfig:
                f"fed.engine must be 'in-process' or 'simulation', got '{self.engine}'")
         _check(self.round_timeout > 0, f"fed.round_timeout must be > 0, got {self.round_timeout}")
         _check(self.secagg_clip > 0, f"fed.secagg_clip must be > 0, got {self.secagg_clip}")
+
+    def for_round(self, server_round: int) -> "FedConfig":
+        """This config with the client learning rate of round ``server_round`` (0-based)."""
+        return dataclasses.replace(self, lr=self.lr * self.lr_decay ** server_round) if self.lr_decay != 1.0 else self
 
 
 @dataclass

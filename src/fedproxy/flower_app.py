@@ -120,7 +120,7 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     device = pick_device(cfg.device)
     load_params(model, frozen)
     model.to(device)
-    res = local_train(model, global_params, bench.train[pid], encoder, cfg.fed, device,
+    res = local_train(model, global_params, bench.train[pid], encoder, cfg.fed.for_round(server_round), device,
                       client_seed(cfg.seed, server_round, pid), cfg.bf16)
     return cfg, res
 

@@ -84,3 +84,22 @@ def test_dp_run_reports_epsilon(tiny_ctx):
     server = _federate(tiny_ctx, None, rounds=2, aggregator="fedavg", dp_clip=0.5, dp_noise=1.0)
     priv = server.privacy()
     assert priv["epsilon"] > 0 and priv["rounds"] == 2 and priv["accountant"] == "opacus.RDPAccountant"
+
+
+def test_client_lr_follows_the_round_schedule(tiny_ctx, monkeypatch):
+    import fedproxy.federated.server as server_mod
+
+    cfg = dataclasses.replace(tiny_ctx.cfg.fed, lr=1e-3, lr_decay=0.5)
+    assert [cfg.for_round(r).lr for r in range(3)] == [1e-3, 5e-4, 2.5e-4]
+    assert dataclasses.replace(cfg, lr_decay=1.0).for_round(5).lr == 1e-3
+    seen = []
+    real = server_mod.local_train
+
+    def spy(model, params, examples, encoder, fed_cfg, *args, **kw):
+        seen.append(fed_cfg.lr)
+        return real(model, params, examples, encoder, fed_cfg, *args, **kw)
+
+    monkeypatch.setattr(server_mod, "local_train", spy)
+    _federate(tiny_ctx, None, rounds=2, lr=1e-3, lr_decay=0.5, local_steps=1)
+    clients = len(tiny_ctx.bench.train)
+    assert seen == [1e-3] * clients + [5e-4] * clients

@@ -165,8 +165,10 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
     while server.round < cfg.rounds:
         r = server.round
         t0 = time.perf_counter()
+        round_cfg = cfg.for_round(r)
         results = [
-            (c, local_train(model, server.params, clients[c], encoder, cfg, device, client_seed(seed, r, c), bf16))
+            (c, local_train(model, server.params, clients[c], encoder, round_cfg, device, client_seed(seed, r, c),
+                            bf16))
             for c in server.sample(r)
         ]
         rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
