@@ -161,7 +161,15 @@ class FedConfig:
 
     def for_round(self, server_round: int) -> "FedConfig":
         """This config with the client learning rate of round ``server_round`` (0-based)."""
-        return dataclasses.replace(self, lr=self.lr * self.lr_decay ** server_round) if self.lr_decay != 1.0 else self
+        return dataclasses.replace(self, lr=self.lr * self.lr_decay ** server_round)
+
+    def plain(self, **changes: Any) -> "FedConfig":
+        """This config as the baselines train: FedAvg, without FedProxy's client extras.
+
+        The extras (proximal term, logit adjustment) are FedProxy options, not part of the
+        baselines' published recipes; ``changes`` are applied on top.
+        """
+        return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "logit_adjust": 0.0, **changes})
 
 
 @dataclass

@@ -53,7 +53,8 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
 
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
-                   blocks_only=None, keep=None, save: bool = True, shards=None, align_ridge: float | None = None) -> dict:
+                   blocks_only=None, keep=None, save: bool = True, shards=None,
+                   align_ridge: float | None = None) -> dict:
     """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate.
 
     ``shards`` replaces the clients' training data (default: ``ctx.bench.train``). With
@@ -136,9 +137,8 @@ def proxy_centralized(ctx: RunContext) -> dict:
     c = ctx.cfg
     pooled = [e for part in ctx.bench.train for e in part]
     random.Random(c.seed).shuffle(pooled)
-    fed = dataclasses.replace(c.fed, rounds=1, local_steps=c.fed.rounds * c.fed.local_steps * len(ctx.bench.train),
-                              aggregator="fedavg", prox_mu=0.0, logit_adjust=0.0, fraction=1.0, min_clients=1,
-                              dp_noise=0.0, dp_clip=0.0, max_update_norm=0.0)
+    fed = c.fed.plain(rounds=1, local_steps=c.fed.rounds * c.fed.local_steps * len(ctx.bench.train), fraction=1.0,
+                      min_clients=1, dp_noise=0.0, dp_clip=0.0, max_update_norm=0.0)
     return proxy_pipeline(ctx, "proxy-centralized", compress_cfg=c.compress, fed_cfg=fed,
                           fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, save=False, shards=[pooled],
                           align_ridge=_align(c))
@@ -149,6 +149,6 @@ def naive_plugin(ctx: RunContext) -> dict:
     """Uniform drop, no distillation, FedAvg, deltas added to source blocks at scale 1."""
     c = ctx.cfg
     comp = dataclasses.replace(c.compress, method="uniform", distill_steps=0)
-    fed = dataclasses.replace(c.fed, aggregator="fedavg", prox_mu=0.0, logit_adjust=0.0)
+    fed = c.fed.plain()
     return proxy_pipeline(ctx, "naive-plugin", compress_cfg=comp, fed_cfg=fed, fuse_variants=["source"],
                           fuse_scales=[1.0], save=False)

@@ -4,7 +4,6 @@ Same trainable tensors, optimizer and number of examples seen as the federated r
 (rounds x local_steps x clients steps of the same batch size).
 """
 
-import dataclasses
 import random
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ def pooled_finetune(ctx, names: list[str]) -> dict:
     pooled = [e for part in ctx.bench.train for e in part]
     random.Random(c.seed).shuffle(pooled)
     steps = c.fed.rounds * c.fed.local_steps * len(ctx.bench.train)
-    fed = dataclasses.replace(c.fed, local_steps=steps, prox_mu=0.0, logit_adjust=0.0, lora_r=0,
-                              lr=c.fed.centralized_lr)
+    fed = c.fed.plain(local_steps=steps, lora_r=0, lr=c.fed.centralized_lr)
     res = local_train(ctx.llm, snapshot(ctx.llm, names), pooled, ctx.encoder, fed, ctx.device, c.seed, ctx.bf16,
                       progress="centralized steps" if ctx.progress else None)
     load_params(ctx.llm, {n: ctx.llm_state[n] + res.update[n] for n in names})

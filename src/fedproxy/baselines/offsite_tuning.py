@@ -5,7 +5,6 @@ uniform layer drop at the run's keep ratio. Clients train only the adapter (FedA
 deltas are plugged back into the same LLM blocks.
 """
 
-import dataclasses
 
 from ..compress.uniform import uniform_keep
 from ..methods import METHODS, proxy_pipeline
@@ -33,7 +32,7 @@ def offsite_tuning(ctx) -> dict:
     keep = ot_keep(n, ctx.cfg.compress.keep_ratio)
     a = adapter_size(n)
     adapter_ids = list(range(a)) + list(range(len(keep) - a, len(keep)))
-    fed = dataclasses.replace(ctx.cfg.fed, aggregator="fedavg", prox_mu=0.0, logit_adjust=0.0, lora_r=0)
+    fed = ctx.cfg.fed.plain(lora_r=0)
     return proxy_pipeline(ctx, "offsite-tuning", compress_cfg=None, fed_cfg=fed, keep=keep,
                           blocks_only=adapter_ids, fuse_variants=["source"], fuse_scales=ctx.cfg.fuse.scales,
                           save=False)
