@@ -82,7 +82,9 @@ def test_every_key_has_help():
 
 
 def test_plain_fed_config_drops_fedproxy_client_extras():
-    fed = RunConfig().with_overrides(["fed.aggregator=fedprox", "fed.prox_mu=0.1", "fed.logit_adjust=1.0"]).fed
+    fed = RunConfig().with_overrides(["fed.aggregator=fedprox", "fed.prox_mu=0.1", "fed.logit_adjust=1.0",
+                                      "fed.keep_optimizer_state=true"]).fed
     plain = fed.plain(local_steps=7)  # from a FedProx config too: the baselines' own recipe is FedAvg
     assert (plain.aggregator, plain.prox_mu, plain.logit_adjust, plain.local_steps) == ("fedavg", 0.0, 0.0, 7)
+    assert not plain.keep_optimizer_state and fed.keep_optimizer_state
     assert (fed.aggregator, fed.prox_mu, fed.logit_adjust) == ("fedprox", 0.1, 1.0)

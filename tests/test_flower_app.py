@@ -115,6 +115,15 @@ def test_simulation_engine_matches_in_process(tmp_path):
             assert m["handler_seconds"] >= m["train_seconds"] > 0
 
 
+def test_stateful_clients_in_the_simulation_engine_match_in_process(tmp_path):
+    # Round 2 continues each client's AdamW only if the node's context survived between messages.
+    cfg = small_cfg(2).with_overrides(["fed.keep_optimizer_state=true"])
+    kept = in_process_params(cfg, tmp_path)
+    assert_same(run_sim(cfg, tmp_path / "sim", 2)["params"], kept)
+    restarted = in_process_params(small_cfg(2), tmp_path / "fresh")
+    assert any(not torch.allclose(kept[k], restarted[k], atol=1e-5) for k in kept)  # the option matters
+
+
 def test_secagg_plus_in_the_simulation_engine_equals_fedavg_and_hides_updates(tmp_path):
     """`fedproxy run` with fed.engine=simulation and SecAgg+: the server sees only the weighted
     mean, and the federated proxy equals plain in-process FedAvg up to SecAgg+'s quantization."""
@@ -183,3 +192,22 @@ def test_node_config_threads_sets_torch_threads_and_rejects_bad_values(fault_log
         with pytest.raises(ConfigError, match="node config threads=.*non-negative integer"):
             node_threads({"threads": bad})
     fault_log.bad_input("SuperNode with node config threads='two' or -1", clear_error=True)
+
+
+def test_client_keeps_its_optimizer_state_in_the_node_context(tiny_ctx):
+    from flwr.app import RecordDict
+
+    from fedproxy.flower_app import OPT_STATE, local_update
+
+    proxy = tiny_ctx.llm
+    cfg = tiny_ctx.cfg.with_overrides(["fed.keep_optimizer_state=true", "fed.local_steps=2"])
+    names = trainable_names(proxy, cfg.fed)
+    params = snapshot(proxy)
+    frozen = {k: v for k, v in params.items() if k not in names}
+    state = RecordDict()
+    for server_round in (1, 2):
+        conf = {"run-config": json.dumps(cfg.to_flat()), "round": server_round,
+                "tokenizer": tokenizer_payload(tiny_ctx.tokenizer), "proxy-config": json.dumps(proxy.config.to_dict())}
+        local_update(conf, {n: params[n] for n in names}, frozen, 0, state)
+        steps = {float(v) for k, v in state[OPT_STATE].to_torch_state_dict().items() if k.endswith("::step")}
+        assert steps == {2.0 * server_round}  # the second round continued the first round's AdamW

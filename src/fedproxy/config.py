@@ -106,6 +106,9 @@ class FedConfig:
     lr: float = _f(2e-4, "client learning rate (AdamW)")
     lr_decay: float = _f(1.0, "client learning rate schedule over rounds: round r (from 0) trains at "
                               "lr * lr_decay**r; < 1 takes smaller steps as the shared model settles")
+    keep_optimizer_state: bool = _f(False, "stateful clients: each client keeps its AdamW moments from round to "
+                                           "round (in memory in-process, on the node's disk under Flower) "
+                                           "instead of restarting its optimizer every round")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "
@@ -166,10 +169,11 @@ class FedConfig:
     def plain(self, **changes: Any) -> "FedConfig":
         """This config as the baselines train: FedAvg, without FedProxy's client extras.
 
-        The extras (proximal term, logit adjustment) are FedProxy options, not part of the
-        baselines' published recipes; ``changes`` are applied on top.
+        The extras (proximal term, logit adjustment, stateful client optimizers) are FedProxy
+        options, not part of the baselines' published recipes; ``changes`` are applied on top.
         """
-        return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "logit_adjust": 0.0, **changes})
+        return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "logit_adjust": 0.0,
+                                            "keep_optimizer_state": False, **changes})
 
 
 @dataclass

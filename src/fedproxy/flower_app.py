@@ -32,6 +32,7 @@ from .flower_secagg import is_secagg_train, secagg_mod, secagg_round, secagg_tra
 log = logging.getLogger("fedproxy.flower")
 
 client_app = ClientApp()
+OPT_STATE = "fedproxy-optimizer"  # the client's AdamW moments in its context.state (fed.keep_optimizer_state)
 server_app = ServerApp()
 
 
@@ -88,8 +89,13 @@ def _frozen_from(msg: Message, context: Context) -> dict[str, torch.Tensor]:
     return frozen_cache.load(cache, key)
 
 
-def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], pid: int):
-    """Rebuild the proxy from what the server sent and train it on partition ``pid``."""
+def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], pid: int,
+                 state: RecordDict | None = None):
+    """Rebuild the proxy from what the server sent and train it on partition ``pid``.
+
+    ``state`` is the node's ``context.state``: with ``fed.keep_optimizer_state`` the client's
+    AdamW moments live there between rounds (Flower keeps a node's context for the whole run).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
     try:  # transformers >= 5
         from transformers.initialization import no_init_weights
@@ -120,8 +126,13 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     device = pick_device(cfg.device)
     load_params(model, frozen)
     model.to(device)
+    moments = None
+    if cfg.fed.keep_optimizer_state and state is not None:
+        moments = _tensors(state[OPT_STATE]) if OPT_STATE in state else {}
     res = local_train(model, global_params, bench.train[pid], encoder, cfg.fed.for_round(server_round), device,
-                      client_seed(cfg.seed, server_round, pid), cfg.bf16)
+                      client_seed(cfg.seed, server_round, pid), cfg.bf16, opt_state=moments)
+    if moments:
+        state[OPT_STATE] = _arrays(moments)
     return cfg, res
 
 
@@ -149,10 +160,10 @@ def client_train(msg: Message, context: Context) -> Message:
     node_threads(context.node_config)
     pid = int(context.node_config.get("partition-id", 0))
     if is_secagg_train(msg):
-        return secagg_train(msg, pid, local_update, _node_cache(context))
+        return secagg_train(msg, pid, local_update, _node_cache(context), context.state)
     t_in = time.time()
     conf = msg.content["config"]
-    _, res = local_update(conf, _tensors(msg.content["arrays"]), _frozen_from(msg, context), pid)
+    _, res = local_update(conf, _tensors(msg.content["arrays"]), _frozen_from(msg, context), pid, context.state)
     metrics = {k: float(v) for k, v in res.metrics.items()}
     metrics["num-examples"] = res.num_examples
     # Where a Flower round's time goes (benchmarks/perf.py): from the server creating the message to this

@@ -40,3 +40,51 @@ def test_label_loss_offsets_only_the_first_label_token(tiny_ctx):
         assert float(label_loss(model, batch, bias)) == pytest.approx(float(F.cross_entropy(expected, targets)))
         assert float(label_loss(model, batch)) == pytest.approx(float(F.cross_entropy(logits, targets)))
         assert float(label_loss(model, batch, bias)) != pytest.approx(float(label_loss(model, batch)))
+
+
+def _train(ctx, params, examples, steps, opt_state=None):
+    import dataclasses
+
+    from fedproxy.federated.client import local_train
+
+    cfg = dataclasses.replace(ctx.cfg.fed, local_steps=steps, batch_size=len(examples), lr=1e-3)
+    return local_train(ctx.llm, params, examples, ctx.encoder, cfg, torch.device("cpu"), seed=0,
+                       opt_state=opt_state).update
+
+
+def test_kept_optimizer_state_continues_adam_across_rounds(tiny_ctx):
+    from fedproxy.federated import trainable_names
+    from fedproxy.modeling import snapshot
+
+    # One full batch per step, so two rounds of two steps see the same data as one run of four.
+    examples = tiny_ctx.bench.train[0][:4]
+    names = trainable_names(tiny_ctx.llm, tiny_ctx.cfg.fed)
+    start = snapshot(tiny_ctx.llm, names)
+    whole = _train(tiny_ctx, start, examples, 4)
+
+    def two_rounds(state):
+        first = _train(tiny_ctx, start, examples, 2, state)
+        second = _train(tiny_ctx, {n: start[n] + first[n] for n in names}, examples, 2, state)
+        return {n: first[n] + second[n] for n in names}
+
+    state: dict = {}
+    kept = two_rounds(state)
+    restarted = two_rounds(None)
+    assert state and all("::" in k for k in state)
+    gap = lambda d: max(float((d[n] - whole[n]).abs().max()) for n in names)  # noqa: E731
+    assert gap(kept) < 1e-6 < gap(restarted)
+
+
+def test_saved_optimizer_state_of_another_model_is_refused(tiny_ctx, fault_log):
+    from fedproxy.errors import ModelError
+    from fedproxy.federated import trainable_names
+    from fedproxy.modeling import snapshot
+
+    examples = tiny_ctx.bench.train[0][:4]
+    names = trainable_names(tiny_ctx.llm, tiny_ctx.cfg.fed)
+    state: dict = {}
+    _train(tiny_ctx, snapshot(tiny_ctx.llm, names), examples, 1, state)
+    stale = {k: v for k, v in state.items() if not k.startswith(names[0] + "::")}
+    with pytest.raises(ModelError, match="does not match the trained tensors"):
+        _train(tiny_ctx, snapshot(tiny_ctx.llm, names), examples, 1, stale)
+    fault_log.bad_input("client optimizer state saved for a different set of tensors", clear_error=True)

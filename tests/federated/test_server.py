@@ -103,3 +103,24 @@ def test_client_lr_follows_the_round_schedule(tiny_ctx, monkeypatch):
     _federate(tiny_ctx, None, rounds=2, lr=1e-3, lr_decay=0.5, local_steps=1)
     clients = len(tiny_ctx.bench.train)
     assert seen == [1e-3] * clients + [5e-4] * clients
+
+
+def test_each_client_gets_back_its_own_optimizer_state(tiny_ctx, monkeypatch):
+    import fedproxy.federated.server as server_mod
+
+    seen = []
+    real = server_mod.local_train
+
+    def spy(model, params, examples, *args, opt_state=None, **kw):
+        seen.append((id(examples), id(opt_state), bool(opt_state)))
+        return real(model, params, examples, *args, opt_state=opt_state, **kw)
+
+    monkeypatch.setattr(server_mod, "local_train", spy)
+    _federate(tiny_ctx, None, rounds=2, local_steps=1, keep_optimizer_state=True)
+    clients = len(tiny_ctx.bench.train)
+    first, second = seen[:clients], seen[clients:]
+    assert len({s for _, s, _ in first}) == clients and not any(full for *_, full in first)
+    assert [(e, s) for e, s, _ in second] == [(e, s) for e, s, _ in first] and all(full for *_, full in second)
+    seen.clear()
+    _federate(tiny_ctx, None, rounds=1, local_steps=1)
+    assert all(s == id(None) for _, s, _ in seen)  # off by default: every round starts a fresh optimizer

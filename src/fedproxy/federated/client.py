@@ -17,6 +17,7 @@ from ..compress.base import split_block_key
 from ..config import FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder, infinite_batches
+from ..errors import ModelError
 from ..modeling import adamw, autocast, load_params, snapshot
 from ..objectives import label_loss
 
@@ -73,12 +74,14 @@ def peak_rss_mb() -> float:
 
 def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Example], encoder: Encoder,
                 cfg: FedConfig, device: torch.device, seed: int, bf16: bool = False,
-                progress: str | None = None) -> ClientResult:
+                progress: str | None = None, opt_state: dict | None = None) -> ClientResult:
     """Run ``cfg.local_steps`` AdamW steps from ``global_params``; return the update.
 
     Full fine-tuning returns the dense delta of the trained tensors. With ``cfg.lora_r > 0``
     a peft LoRA adapter is trained on all linear layers of the blocks and only its factors
-    are returned (see :func:`fedproxy.federated.lora.lora_to_dense`).
+    are returned (see :func:`fedproxy.federated.lora.lora_to_dense`). ``opt_state`` (a
+    stateful client's dict, empty in its first round) restores the optimizer's moments and is
+    updated in place with them after training.
     """
     load_params(model, global_params)
     names = list(global_params)
@@ -92,6 +95,8 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
             p.requires_grad_(n in params)
     anchor = {n: global_params[n].to(device) for n in names} if cfg.prox_mu > 0 and cfg.lora_r == 0 else None
     opt = adamw(params.values(), cfg.lr)
+    if opt_state:
+        restore_moments(opt, params, opt_state)
     bias = prior_bias(examples, encoder, cfg.logit_adjust)
     rng = random.Random(seed)
     stream = infinite_batches(examples, cfg.batch_size, rng)
@@ -112,6 +117,9 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         losses.append(float(loss.detach()))
         tokens += int(batch.attention_mask.sum())
     seconds = time.perf_counter() - t0
+    if opt_state is not None:
+        opt_state.clear()
+        opt_state.update(saved_moments(opt, params))
     train_model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -122,6 +130,31 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         return ClientResult(factors, len(examples), metrics, kind="lora")
     after = snapshot(model, names)
     return ClientResult({n: after[n] - global_params[n] for n in names}, len(examples), metrics)
+
+
+def saved_moments(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The optimizer's per-parameter state as flat named tensors, ``<param>::<key>``.
+
+    Flat so that a client can keep it as a Flower ``ArrayRecord`` in its context (or any
+    tensor file); ``load_state_dict`` would need the nested, index-keyed layout.
+    """
+    return {f"{n}::{k}": v.detach() for n, p in params.items() for k, v in opt.state[p].items()}
+
+
+def restore_moments(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor],
+                    moments: dict[str, torch.Tensor]) -> None:
+    """Put :func:`saved_moments` back into a fresh optimizer over the same named parameters."""
+    by_param: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in moments.items():
+        name, _, field_ = key.partition("::")
+        by_param.setdefault(name, {})[field_] = value
+    if set(by_param) != set(params):
+        missing, extra = sorted(set(params) - set(by_param)), sorted(set(by_param) - set(params))
+        raise ModelError(f"the saved optimizer state does not match the trained tensors (missing {missing[:2]}, "
+                         f"unexpected {extra[:2]}); it belongs to another model or run, so delete it to "
+                         "restart the client's optimizer")
+    for name, p in params.items():
+        opt.state[p] = {k: v.to(p.device) for k, v in by_param[name].items()}
 
 
 def _lora_model(model, cfg: FedConfig, names: list[str]):

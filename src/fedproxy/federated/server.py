@@ -162,13 +162,16 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
         server.load_state_dict(state)
         log.info("resumed federation after round %d", server.round)
     bar = tqdm(total=cfg.rounds, initial=server.round, desc=desc, disable=not progress)
+    # Each client's own optimizer moments (``fed.keep_optimizer_state``); they live on the
+    # clients, so a resumed run restarts them.
+    opt_states: dict[int, dict] | None = {} if cfg.keep_optimizer_state else None
     while server.round < cfg.rounds:
         r = server.round
         t0 = time.perf_counter()
         round_cfg = cfg.for_round(r)
         results = [
             (c, local_train(model, server.params, clients[c], encoder, round_cfg, device, client_seed(seed, r, c),
-                            bf16))
+                            bf16, opt_state=None if opt_states is None else opt_states.setdefault(c, {})))
             for c in server.sample(r)
         ]
         rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
