@@ -1,0 +1,72 @@
+"""Scoring on packed rows gives the padded batch's numbers for every supported architecture."""
+
+import pytest
+import torch
+
+import fedproxy.objectives as objectives
+from fedproxy.data.encode import Encoded
+from fedproxy.objectives import _label_index, logits_at, pack, score_first_tokens
+
+
+def _model(kind):
+    import transformers as tf
+
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128)
+    configs = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, {}),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, {}),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {"head_dim": 8}),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM, {}),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, {"head_dim": 8, "sliding_window": 8}),
+        "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, {"head_dim": 8, "sliding_window": 8}),
+    }
+    config_cls, model_cls, extra = configs[kind]
+    torch.manual_seed(0)
+    return model_cls(config_cls(**common, **extra)).eval()
+
+
+def _batch(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.zeros((len(lengths), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(1, 64, (n,), generator=g)
+        mask[i, :n] = 1
+    labels = [[int(ids[i, n - 2]), int(ids[i, n - 1])] for i, n in enumerate(lengths)]
+    return Encoded(ids, mask, torch.tensor([n - 3 for n in lengths]), labels, torch.zeros(len(lengths)))
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text"])
+def test_packed_logits_equal_padded_logits(kind, monkeypatch):
+    monkeypatch.setattr(objectives, "PACK_TOKENS", 24)  # several rows, one sequence longer than the sliding window
+    model, batch = _model(kind), _batch([5, 17, 9, 3, 12, 20, 7])
+    rows, cols, _ = _label_index(batch)
+    with torch.no_grad():
+        padded = logits_at(model, batch, rows, cols)
+        packed = logits_at(model, batch, rows, cols, packed=True)
+    assert torch.allclose(padded, packed, atol=1e-4), float((padded - packed).abs().max())
+
+
+def test_pack_fills_rows_in_order_and_restarts_positions(monkeypatch):
+    monkeypatch.setattr(objectives, "PACK_TOKENS", 10)
+    batch = _batch([4, 5, 3, 9])
+    ids, pos, row, start = pack(batch)
+    assert row.tolist() == [0, 0, 1, 2] and start.tolist() == [0, 4, 0, 0]  # 4+5 fit in 10, +3 would not
+    assert ids.shape == (3, 9)
+    assert pos[1].tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 5]  # the unused tail is a segment of its own
+    for i, n in enumerate([4, 5, 3, 9]):
+        assert torch.equal(ids[row[i], start[i]: start[i] + n], batch.input_ids[i, :n])
+
+
+def test_scores_do_not_depend_on_what_else_is_in_the_batch():
+    model = _model("llama")
+    batch = _batch([6, 15, 8, 11])
+    alone = _batch([15], seed=0)
+    alone.input_ids[0] = batch.input_ids[1, :15]
+    alone.label_ids = [batch.label_ids[1]]
+    alone.label_pos = batch.label_pos[1:2]
+    scores, nll = score_first_tokens(model, batch, [1, 2, 3])
+    scores_alone, nll_alone = score_first_tokens(model, alone, [1, 2, 3])
+    assert torch.allclose(scores[1], scores_alone[0], atol=1e-5) and torch.allclose(nll[1], nll_alone[0], atol=1e-5)
