@@ -107,7 +107,7 @@ class FedConfig:
     lr_decay: float = _f(1.0, "client learning rate schedule over rounds: round r (from 0) trains at "
                               "lr * lr_decay**r; < 1 takes smaller steps as the shared model settles")
     keep_optimizer_state: bool = _f(False, "stateful clients: each client keeps its AdamW moments from round to "
-                                           "round (in memory in-process, on the node's disk under Flower) "
+                                           "round (in memory in-process, in the node's context.state under Flower) "
                                            "instead of restarting its optimizer every round")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")

@@ -62,8 +62,9 @@ def logits_at(model: nn.Module, batch: Encoded, rows: torch.Tensor, cols: torch.
               packed: bool = False) -> torch.Tensor:
     """Logits at (example ``rows``, position ``cols``); ``packed`` runs the backbone on :func:`pack`'s rows.
 
-    Scoring packs (1.35x faster on the test sets, 43% of whose padded tokens are padding); training does
-    not, so the optimisation trajectory stays that of the padded batches it was measured with.
+    Scoring packs (1.35x faster on the test sets, 43% of whose padded tokens are padding);
+    training does not, so the optimisation trajectory stays that of the padded batches it was
+    measured with.
     """
     backbone, head, cap = _parts(model)
     if packed:

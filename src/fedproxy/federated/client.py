@@ -80,8 +80,8 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     Full fine-tuning returns the dense delta of the trained tensors. With ``cfg.lora_r > 0``
     a peft LoRA adapter is trained on all linear layers of the blocks and only its factors
     are returned (see :func:`fedproxy.federated.lora.lora_to_dense`). ``opt_state`` (a
-    stateful client's dict, empty in its first round) restores the optimizer's moments and is
-    updated in place with them after training.
+    stateful client's moments, :func:`saved_moments`, empty in its first round) is put into
+    the fresh optimizer and updated in place with its state after training.
     """
     load_params(model, global_params)
     names = list(global_params)
