@@ -63,10 +63,8 @@ def test_pack_fills_rows_in_order_and_restarts_positions(monkeypatch):
 def test_scores_do_not_depend_on_what_else_is_in_the_batch():
     model = _model("llama")
     batch = _batch([6, 15, 8, 11])
-    alone = _batch([15], seed=0)
-    alone.input_ids[0] = batch.input_ids[1, :15]
-    alone.label_ids = [batch.label_ids[1]]
-    alone.label_pos = batch.label_pos[1:2]
+    alone = Encoded(batch.input_ids[1:2, :15], batch.attention_mask[1:2, :15], batch.label_pos[1:2],
+                    batch.label_ids[1:2], batch.labels[1:2])
     scores, nll = score_first_tokens(model, batch, [1, 2, 3])
     scores_alone, nll_alone = score_first_tokens(model, alone, [1, 2, 3])
     assert torch.allclose(scores[1], scores_alone[0], atol=1e-5) and torch.allclose(nll[1], nll_alone[0], atol=1e-5)
