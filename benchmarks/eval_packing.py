@@ -24,7 +24,7 @@ from fedproxy.compress import build_proxy
 from fedproxy.compress.uniform import uniform_keep
 from fedproxy.config import RunConfig
 from fedproxy.data import load_benchmark
-from fedproxy.data.encode import Encoder, batches
+from fedproxy.data.encode import Encoder, batches, padding_fraction
 from fedproxy.modeling import blocks, load_pretrained, resolve_checkpoint
 from fedproxy import objectives
 from fedproxy.objectives import score_first_tokens
@@ -53,10 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not enc.first_token_scoring:
         raise SystemExit("this benchmark's labels share a first token; the script times first-token scoring only")
     examples = [e for test in bench.test for e in test]
-    real = padded = 0
-    for chunk in batches(examples, 32):
-        b = enc.batch(chunk, with_label=True)
-        real, padded = real + int(b.attention_mask.sum()), padded + b.attention_mask.numel()
+    padding = padding_fraction(enc, batches(examples, 32))
     n = len(blocks(llm))
     models = {"full-llm": llm, "proxy": build_proxy(llm, uniform_keep(n, round(cfg.compress.keep_ratio * n))).eval()}
     rows = []
@@ -74,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                          "packed_s": best[True], "speedup": best[False] / best[True],
                          "max_abs_score_diff": float((scores[True] - scores[False]).abs().max()),
                          "accuracy_padded": acc[False], "accuracy_packed": acc[True]})
-    print(f"{len(examples)} test examples in batches of 32; padding {1 - real / padded:.0%} of the padded tokens; "
+    print(f"{len(examples)} test examples in batches of 32; padding {padding:.0%} of the padded tokens; "
           f"threads {torch.get_num_threads()}; best of {args.repeats}")
     print("| model | packed row tokens | padded s | packed s | speedup | max abs score diff "
           "| accuracy padded / packed |")
@@ -85,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['accuracy_padded']:.4f} / {r['accuracy_packed']:.4f} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"seed": args.seed, "padding_fraction": 1 - real / padded, "rows": rows},
+        args.out.write_text(json.dumps({"seed": args.seed, "padding_fraction": padding, "rows": rows},
                                        indent=2))
     return 0
 

@@ -51,14 +51,13 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
                   queue) -> None:
     """Load only what a client would hold (the model in ``model_dir``) and time training steps."""
     import dataclasses
+    import itertools
     import random
     import resource
 
-    from fedproxy.data.encode import infinite_batches
-
     from fedproxy.config import RunConfig
     from fedproxy.data import load_benchmark
-    from fedproxy.data.encode import Encoder
+    from fedproxy.data.encode import Encoder, infinite_batches, padding_fraction
     from fedproxy.federated import local_train, trainable_names
     from fedproxy.modeling import bf16_supported, blocks, load_pretrained, pick_device, snapshot
 
@@ -84,14 +83,11 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     tokens_per_s = res.metrics["tokens_per_s"]
     # the same batches again, to count what the model processed including padding
     stream = infinite_batches(bench.train[0], batch, random.Random(seed))
-    real = padded = 0
-    for _ in range(steps):
-        b = encoder.batch(next(stream), with_label=True)
-        real, padded = real + int(b.attention_mask.sum()), padded + b.attention_mask.numel()
+    padding = padding_fraction(encoder, itertools.islice(stream, steps))
     queue.put({"kind": kind, "batch_size": batch, "tokens_per_s": tokens_per_s,
                "train_flops_per_s": tokens_per_s * flops_per_token,
-               "processed_flops_per_s": tokens_per_s * padded / real * flops_per_token,
-               "padding_fraction": 1 - real / padded,
+               "processed_flops_per_s": tokens_per_s / (1 - padding) * flops_per_token,
+               "padding_fraction": padding,
                "trainable_params": sum(v.numel() for v in res.update.values()),
                "update_bytes": sum(v.numel() * 4 for v in res.update.values()),
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import random
 
 import torch
@@ -22,7 +23,7 @@ from fedproxy.compress import build_proxy
 from fedproxy.compress.uniform import uniform_keep
 from fedproxy.config import RunConfig
 from fedproxy.data import load_benchmark
-from fedproxy.data.encode import Encoder, infinite_batches
+from fedproxy.data.encode import Encoder, infinite_batches, padding_fraction
 from fedproxy.federated import local_train, trainable_names
 from fedproxy.modeling import bf16_supported, blocks, load_pretrained, pick_device, resolve_checkpoint, snapshot
 
@@ -59,15 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     mm = sum(e.self_cpu_time_total for e in table if e.key in MATMUL_OPS)
     opt = sum(e.cpu_time_total for e in table if e.key.startswith("Optimizer.step"))
     stream = infinite_batches(bench.train[0], cfg.fed.batch_size, random.Random(args.seed))
-    real = padded = 0
-    for _ in range(args.steps):
-        b = enc.batch(next(stream), with_label=True)
-        real += int(b.attention_mask.sum())
-        padded += b.attention_mask.numel()
+    padding = padding_fraction(enc, itertools.islice(stream, args.steps))
     print(f"model {args.model}, bf16 autocast {bf16}, threads {torch.get_num_threads()}, "
           f"{res.metrics['tokens_per_s']:.0f} tokens/s")
     print(f"matmul/attention kernels: {mm / total:.0%} of self CPU time; optimizer step: {opt / total:.0%}")
-    print(f"padding: {1 - real / padded:.0%} of the processed tokens were padding")
+    print(f"padding: {padding:.0%} of the processed tokens were padding")
     if args.trace:
         prof.export_chrome_trace(args.trace)
     return 0
