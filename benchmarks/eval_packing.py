@@ -24,10 +24,10 @@ from fedproxy.compress import build_proxy
 from fedproxy.compress.uniform import uniform_keep
 from fedproxy.config import RunConfig
 from fedproxy.data import load_benchmark
-from fedproxy.data.encode import Encoder, batches, padding_fraction
+from fedproxy.data.encode import Encoder, batches
 from fedproxy.modeling import blocks, load_pretrained, resolve_checkpoint
 from fedproxy import objectives
-from fedproxy.objectives import score_first_tokens
+from fedproxy.objectives import padding_fraction, score_first_tokens
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ Usage:
     python benchmarks/fusion_grid.py runs/default [runs/other ...] --out runs/fusion_grid.json
     python benchmarks/fusion_grid.py runs/default --variants source --parts all mlp attn
 
+Each row also has the test recall of every class (0: no example of that class predicted right).
 ``--parts`` fuses only part of each block's delta (``mlp``: the feed-forward tensors, ``attn``:
 attention, ``norm``: the norms), to see which parts of what the proxy learned carry over.
 
@@ -26,6 +27,7 @@ from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.fuse import VARIANTS, fuse_state
 from fedproxy.modeling import load_params, snapshot
+from fedproxy.report import class_recall
 
 
 PARTS = {"all": ("",), "mlp": (".mlp.",), "attn": (".self_attn.",), "norm": ("norm.",)}
@@ -46,10 +48,13 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> d
         for variant in variants:
             for scale in scales:
                 load_params(ctx.llm, fuse_state(llm_state, part_of(delta, part), pmap, variant, scale))
+                test = ctx.evaluate(ctx.llm)
                 rows.append({"part": part, "variant": variant, "scale": scale, "val_accuracy": ctx.val_accuracy(ctx.llm),
-                             "test_accuracy": ctx.evaluate(ctx.llm)["accuracy"]})
+                             "test_accuracy": test["accuracy"], "test_recall": class_recall(test["confusion"])})
+                recall = " ".join(f"{name} {'-' if r is None else f'{r:.2f}'}"
+                                  for name, r in zip(ctx.bench.labels, rows[-1]["test_recall"]))
                 print(f"{run.name}: {part} {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
-                      f"test {rows[-1]['test_accuracy']:.3f}", flush=True)
+                      f"test {rows[-1]['test_accuracy']:.3f} (recall {recall})", flush=True)
     chosen = report["methods"]["fedproxy"]["fusion"]
     return {"seed": cfg.seed, "chosen": {"variant": chosen["variant"], "scale": chosen["scale"]},
             "chosen_test_accuracy": report["methods"]["fedproxy"]["accuracy"], "rows": rows}

@@ -48,7 +48,7 @@ def _rss_mb() -> float:
 
 
 def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, steps: int, seed: int, batch: int,
-                  queue) -> None:
+                  pack: bool, queue) -> None:
     """Load only what a client would hold (the model in ``model_dir``) and time training steps."""
     import dataclasses
     import itertools
@@ -57,9 +57,10 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
 
     from fedproxy.config import RunConfig
     from fedproxy.data import load_benchmark
-    from fedproxy.data.encode import Encoder, infinite_batches, padding_fraction
+    from fedproxy.data.encode import Encoder, infinite_batches
     from fedproxy.federated import local_train, trainable_names
     from fedproxy.modeling import bf16_supported, blocks, load_pretrained, pick_device, snapshot
+    from fedproxy.objectives import padding_fraction
 
     cfg = RunConfig()
     baseline_rss = _rss_mb()  # the Python + torch + transformers runtime, before any model
@@ -69,7 +70,7 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     bf16 = cfg.bf16 and bf16_supported(device)
     bench = load_benchmark(cfg.data, seed)
     encoder = Encoder(tok, bench, cfg.data.max_length)
-    fed = dataclasses.replace(cfg.fed, local_steps=steps, batch_size=batch)
+    fed = dataclasses.replace(cfg.fed, local_steps=steps, batch_size=batch, pack=pack)
     names = trainable_names(model, fed, blocks_only)
     # one warm-up step, then the measured steps
     local_train(model, snapshot(model, names), bench.train[0], encoder, dataclasses.replace(fed, local_steps=1),
@@ -83,11 +84,11 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     tokens_per_s = res.metrics["tokens_per_s"]
     # the same batches again, to count what the model processed including padding
     stream = infinite_batches(bench.train[0], batch, random.Random(seed))
-    padding = padding_fraction(encoder, itertools.islice(stream, steps))
+    padding = padding_fraction(encoder, itertools.islice(stream, steps), packed=pack)
     queue.put({"kind": kind, "batch_size": batch, "tokens_per_s": tokens_per_s,
                "train_flops_per_s": tokens_per_s * flops_per_token,
                "processed_flops_per_s": tokens_per_s / (1 - padding) * flops_per_token,
-               "padding_fraction": padding,
+               "padding_fraction": padding, "packed": pack,
                "trainable_params": sum(v.numel() for v in res.update.values()),
                "update_bytes": sum(v.numel() * 4 for v in res.update.values()),
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -118,10 +119,10 @@ def prepare_models(workdir: Path, seed: int) -> dict[str, tuple[str, list[int] |
     return out
 
 
-def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, batch: int) -> dict:
+def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, batch: int, pack: bool = True) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_train_worker, args=(kind, model_dir, blocks_only, steps, seed, batch, q))
+    p = ctx.Process(target=_train_worker, args=(kind, model_dir, blocks_only, steps, seed, batch, pack, q))
     p.start()
     out = q.get()
     p.join()
@@ -293,13 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         train = {k: run_isolated(k, d, only, args.steps, args.seed, batch) for k, (d, only) in models.items()}
         d, only = models["proxy"]
         sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b) for b in args.batch_sizes}
+        # the same clients on right-padded batches (fed.pack=false), what packing gains
+        padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False)
+                  for k in ("full-llm", "proxy")}
         flower = _measure_flower(Path(tmp), args.seed, args.flower_clients) if args.flower_clients else None
     server = server_costs(args.seed)
     ot = train["offsite-tuning"]
     server["bytes_per_client_per_round"]["offsite-tuning (adapter, dense fp32)"] = {
         "up": ot["update_bytes"], "down": ot["update_bytes"]}
     result = {"seed": args.seed, "steps": args.steps, "threads": torch.get_num_threads(), "peak_matmul_flops": peak,
-              "training": train, "proxy_batch_sweep": sweep, "flower": flower, "server": server}
+              "training": train, "padded_training": padded, "proxy_batch_sweep": sweep, "flower": flower, "server": server}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     full = train["full-llm"]
@@ -318,8 +322,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / full['peak_rss_mb']:.2f} | "
               f"{model_rss(r):.0f} | {model_rss(r) / model_rss(full):.2f} | "
               f"{r['train_flops_per_s'] / peak_used:.2f} | {r['processed_flops_per_s'] / peak_used:.2f} |")
-    print(f"(runtime RSS before loading a model: {full['runtime_rss_mb']:.0f} MB; padding "
+    print(f"(packed rows; runtime RSS before loading a model: {full['runtime_rss_mb']:.0f} MB; padding "
           f"{train['proxy']['padding_fraction']:.0%} of processed tokens at batch {batch})")
+    print("packed vs right-padded batches (padding " + f"{padded['proxy']['padding_fraction']:.0%}), tokens/s: " + ", ".join(
+        f"{k} {padded[k]['tokens_per_s']:.0f} -> {train[k]['tokens_per_s']:.0f} "
+        f"({train[k]['tokens_per_s'] / padded[k]['tokens_per_s']:.2f}x)" for k in padded)
+        + f"; proxy x full LLM padded {padded['proxy']['tokens_per_s'] / padded['full-llm']['tokens_per_s']:.2f}")
     for b, r in sweep.items():
         print(f"proxy at batch {b}: {r['tokens_per_s']:.0f} tokens/s, useful / peak FLOP/s "
               f"{r['train_flops_per_s'] / peak_used:.2f}, processed / peak {r['processed_flops_per_s'] / peak_used:.2f}")

@@ -1,11 +1,11 @@
-"""Scoring on packed rows gives the padded batch's numbers for every supported architecture."""
+"""Packed rows give the padded batch's numbers (scores, losses, gradients) for every supported architecture."""
 
 import pytest
 import torch
 
 import fedproxy.objectives as objectives
 from fedproxy.data.encode import Encoded
-from fedproxy.objectives import _label_index, logits_at, pack, score_first_tokens
+from fedproxy.objectives import _label_index, label_loss, logits_at, pack, padding_fraction, score_first_tokens
 
 
 def _model(kind):
@@ -68,3 +68,30 @@ def test_scores_do_not_depend_on_what_else_is_in_the_batch():
     scores, nll = score_first_tokens(model, batch, [1, 2, 3])
     scores_alone, nll_alone = score_first_tokens(model, alone, [1, 2, 3])
     assert torch.allclose(scores[1], scores_alone[0], atol=1e-5) and torch.allclose(nll[1], nll_alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3_text"])
+def test_packed_label_loss_has_the_padded_gradients(kind, monkeypatch):
+    monkeypatch.setattr(objectives, "PACK_TOKENS", 24)
+    model, batch = _model(kind).train(), _batch([5, 17, 9, 3, 12, 20, 7])
+    grads = []
+    for packed in (False, True):
+        model.zero_grad(set_to_none=True)
+        label_loss(model, batch, packed=packed).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n, g in grads[0].items():
+        assert torch.allclose(g, grads[1][n], atol=1e-5, rtol=1e-4), n
+
+
+def test_padding_fraction_counts_what_each_layout_pads(tiny_ctx, monkeypatch):
+    enc = tiny_ctx.encoder
+    ex = tiny_ctx.bench.train[0][:4]
+    lengths = [int(enc.batch([e], with_label=True).attention_mask.sum()) for e in ex]
+    chunks = [ex[:2], ex[2:]]
+    width = [max(lengths[:2]), max(lengths[2:])]
+    assert padding_fraction(enc, chunks) == 1 - sum(lengths) / (2 * width[0] + 2 * width[1])
+    assert padding_fraction(enc, [[e] for e in ex]) == 0
+    assert padding_fraction(enc, chunks, packed=True) == 0  # each chunk fits one row
+    monkeypatch.setattr(objectives, "PACK_TOKENS", 1)  # one sequence per row: as padded
+    assert padding_fraction(enc, chunks, packed=True) == padding_fraction(enc, chunks)

@@ -1,6 +1,6 @@
 """The report states each promise of the method with the number that decides it."""
 
-from fedproxy.report import goal_checks
+from fedproxy.report import class_recall, goal_checks
 
 
 def method(acc, proxy=None):
@@ -26,3 +26,40 @@ def test_goal_checks_skip_promises_without_numbers():
     checks = goal_checks({"fedproxy": method(0.5, proxy=0.4)})
     assert [c["check"] for c in checks] == ["fused LLM above the proxy alone (the IP gap)"]
     assert checks[0]["holds"]
+
+
+def test_class_recall_reads_the_confusion_rows():
+    confusion = [[3, 1, 0], [0, 0, 0], [2, 2, 0]]  # gold x predicted; class 2 is never predicted
+    assert class_recall(confusion) == [0.75, None, 0.0]
+
+
+def test_evaluation_confusion_matches_accuracy_and_pools_the_clients(tiny_ctx):
+    res = tiny_ctx.evaluate(tiny_ctx.llm)
+    n_cls = len(tiny_ctx.bench.labels)
+    pooled = res["confusion"]
+    assert len(pooled) == n_cls and all(len(r) == n_cls for r in pooled)
+    per = list(res["per_client"].values())
+    assert sum(map(sum, pooled)) == sum(m["n"] for m in per)
+    assert sum(pooled[i][i] for i in range(n_cls)) == round(res["accuracy"] * sum(m["n"] for m in per))
+    for g in range(n_cls):
+        assert [sum(m["confusion"][g][p] for m in per) for p in range(n_cls)] == pooled[g]
+        golds = sum(1 for t in tiny_ctx.bench.test for e in t if e.label == g)
+        assert sum(pooled[g]) == golds
+
+
+def test_report_tables_have_a_delimiter_cell_per_header_cell(tmp_path):
+    from fedproxy.report import write_report
+
+    clients = [{"name": "a"}, {"name": "b"}]
+    row = lambda acc: {"accuracy": acc, "loss": 1.0, "wall_seconds": 1.0,  # noqa: E731
+                       "per_client": {"a": {"accuracy": acc}, "b": {"accuracy": acc}},
+                       "confusion": [[2, 1], [0, 3]]}
+    report = {"seed": 0, "total_seconds": 2.0, "config": {"model": {"source": "tiny"}},
+              "environment": {"device": "cpu"}, "benchmark": {"name": "b", "labels": ["x", "y"], "clients": clients},
+              "methods": {"zero-shot": row(0.4), "centralized": row(0.6)}}
+    lines = write_report(report, tmp_path).read_text().splitlines()
+    delims = [i for i, line in enumerate(lines) if line.startswith("|---")]
+    assert len(delims) == 2  # the methods table and the recall table
+    for i in delims:
+        assert lines[i].count("|") == lines[i - 1].count("|"), lines[i - 1]
+    assert "| zero-shot | 0.67 | 1.00 |" in lines

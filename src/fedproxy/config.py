@@ -109,6 +109,9 @@ class FedConfig:
     keep_optimizer_state: bool = _f(False, "stateful clients: each client keeps its AdamW moments from round to "
                                            "round (in memory in-process, in the node's context.state under Flower) "
                                            "instead of restarting its optimizer every round")
+    pack: bool = _f(True, "train on packed rows: a batch's sequences laid end to end, attention kept within "
+                          "each (fedproxy.objectives.pack), so no compute goes to padding; false = right-padded "
+                          "batches, the layout of the older results in docs/results.md")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "

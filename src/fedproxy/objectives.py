@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.encode import Encoded
+from .data.encode import Encoded, Encoder
 
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
@@ -22,7 +22,8 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
 # Packed rows are filled up to this many tokens (or the longest sequence). Measured on
 # SmolLM2 and its proxy, 2 CPU cores, the 400 test examples in batches of 32
 # (benchmarks/eval_packing.py): rows of 512 tokens scored 1.35x faster than padding, rows of
-# 2048 only 1.16-1.22x, because a packed row's attention is quadratic in its length.
+# 2048 only 1.16-1.22x, because a packed row's attention is quadratic in its length. A
+# client's training batch (8 examples) mostly fits in one row.
 PACK_TOKENS = 512
 
 
@@ -58,13 +59,27 @@ def pack(batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     return ids, pos, torch.tensor(row, device=dev), torch.tensor(start, device=dev)
 
 
+def padding_fraction(encoder: Encoder, chunks, packed: bool = False) -> float:
+    """Share of the tokens a forward over ``chunks``' label batches processes that are padding.
+
+    Right-padded batches pad every sequence to the longest; packed rows (:func:`pack`) pad
+    only the tails of rows shorter than the widest.
+    """
+    real = processed = 0
+    for chunk in chunks:
+        batch = encoder.batch(chunk, with_label=True)
+        real += int(batch.attention_mask.sum())
+        processed += pack(batch)[0].numel() if packed else batch.attention_mask.numel()
+    return 1 - real / processed
+
+
 def logits_at(model: nn.Module, batch: Encoded, rows: torch.Tensor, cols: torch.Tensor,
               packed: bool = False) -> torch.Tensor:
     """Logits at (example ``rows``, position ``cols``); ``packed`` runs the backbone on :func:`pack`'s rows.
 
-    Scoring packs (1.35x faster on the test sets, 43% of whose padded tokens are padding);
-    training does not, so the optimisation trajectory stays that of the padded batches it was
-    measured with.
+    Scoring always packs (1.35x faster on the test sets, 43% of whose padded tokens are
+    padding); training packs with ``fed.pack`` (the default). In fp32 the two layouts give the
+    same logits and gradients up to float rounding; under bf16 autocast the rounding differs.
     """
     backbone, head, cap = _parts(model)
     if packed:
@@ -99,14 +114,16 @@ def _first_of_example(rows: torch.Tensor) -> torch.Tensor:
     return is_first
 
 
-def label_loss(model: nn.Module, batch: Encoded, prior_bias: dict[int, float] | None = None) -> torch.Tensor:
+def label_loss(model: nn.Module, batch: Encoded, prior_bias: dict[int, float] | None = None,
+               packed: bool = False) -> torch.Tensor:
     """Mean token cross-entropy of the label continuation (the fine-tuning objective).
 
     ``prior_bias`` (token id -> logit offset) is added to the logits of the label's first
-    token only (logit adjustment, see :func:`fedproxy.federated.client.prior_bias`).
+    token only (logit adjustment, see :func:`fedproxy.federated.client.prior_bias`);
+    ``packed`` runs the backbone on packed rows (:func:`pack`).
     """
     rows, cols, targets = _label_index(batch)
-    logits = logits_at(model, batch, rows, cols)
+    logits = logits_at(model, batch, rows, cols, packed)
     if prior_bias:
         offset = torch.zeros(logits.shape[-1], device=logits.device, dtype=logits.dtype)
         offset[torch.tensor(list(prior_bias), device=logits.device)] = torch.tensor(

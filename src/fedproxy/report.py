@@ -52,6 +52,21 @@ def goal_checks(methods: dict) -> list[dict]:
     return checks
 
 
+def class_recall(confusion: list[list[int]]) -> list[float | None]:
+    """Recall of each gold class from a ``confusion[gold][predicted]`` matrix (None: class absent)."""
+    return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(confusion)]
+
+
+def _recall_lines(methods: dict, labels: list[str]) -> list[str]:
+    rows = [(name, class_recall(r["confusion"])) for name, r in methods.items() if "confusion" in r]
+    if not rows:
+        return []
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    return (["", "Recall per class (all test examples; 0 = no example of that class predicted right):", "",
+             "| method | " + " | ".join(labels) + " |", "|---" * (1 + len(labels)) + "|"]
+            + [f"| {name} | " + " | ".join(map(fmt, rec)) + " |" for name, rec in rows])
+
+
 def write_report(report: dict, out: Path) -> Path:
     methods = report["methods"]
     for name in methods:
@@ -67,7 +82,7 @@ def write_report(report: dict, out: Path) -> Path:
         "",
         "| method | accuracy | loss | " + " | ".join(c["name"] for c in clients)
         + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params | wall s |",
-        "|---" * (8 + len(clients)) + "|",
+        "|---" * (9 + len(clients)) + "|",  # method, accuracy, loss, the clients, six more columns
     ]
     for name, r in methods.items():
         fed = r.get("federation", {})
@@ -80,6 +95,7 @@ def write_report(report: dict, out: Path) -> Path:
             f" | {_mb(fed.get('bytes_up_per_client_per_round'))} | {_mb(fed.get('bytes_down_per_client_per_round'))}"
             f" | {r.get('trainable_params', 0):,} | {r['wall_seconds']:.0f} |"
         )
+    lines += _recall_lines(methods, report["benchmark"]["labels"])
     if report["checks"]:
         lines += ["", "| method | promise | measured | holds |", "|---|---|---|---|"]
         lines += [f"| {c['method']} | {c['check']} | {c['measured']} | {'yes' if c['holds'] else '**no**'} |"

@@ -1,7 +1,7 @@
 from fedproxy.config import DataConfig
 from fedproxy.data import load_benchmark
 from fedproxy.data.benchmark import Example
-from fedproxy.data.encode import Encoder, padding_fraction
+from fedproxy.data.encode import Encoder
 from fedproxy.data.partition import dirichlet_partition
 
 
@@ -29,13 +29,3 @@ def test_encoder_truncates_and_marks_label_position(tiny_ctx):
     for i, lab in enumerate(batch.label_ids):
         p = int(batch.label_pos[i])
         assert batch.input_ids[i, p + 1 : p + 1 + len(lab)].tolist() == lab
-
-
-def test_padding_fraction_counts_the_pad_tokens_of_each_batch(tiny_ctx):
-    enc: Encoder = tiny_ctx.encoder
-    ex = tiny_ctx.bench.train[0][:4]
-    lengths = [int(enc.batch([e], with_label=True).attention_mask.sum()) for e in ex]
-    chunks = [ex[:2], ex[2:]]
-    width = [max(lengths[:2]), max(lengths[2:])]
-    assert padding_fraction(enc, chunks) == 1 - sum(lengths) / (2 * width[0] + 2 * width[1])
-    assert padding_fraction(enc, [[e] for e in ex]) == 0

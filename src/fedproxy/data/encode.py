@@ -75,15 +75,6 @@ class Encoder:
         return ids, mask
 
 
-def padding_fraction(encoder: Encoder, chunks) -> float:
-    """Share of the tokens of ``chunks``' right-padded label batches that are padding."""
-    real = padded = 0
-    for chunk in chunks:
-        mask = encoder.batch(chunk, with_label=True).attention_mask
-        real, padded = real + int(mask.sum()), padded + mask.numel()
-    return 1 - real / padded
-
-
 def batches(items: list, size: int, rng: random.Random | None = None):
     """Yield consecutive chunks (shuffled first when ``rng`` is given)."""
     order = list(range(len(items)))

@@ -12,10 +12,16 @@ from ..objectives import score_first_tokens, sequence_logprob
 
 @torch.no_grad()
 def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
-             batch_size: int = 32) -> dict[str, float]:
-    """Accuracy (argmax over label continuations) and mean label NLL on ``examples``."""
+             batch_size: int = 32) -> dict:
+    """Accuracy (argmax over label continuations), mean label NLL and the confusion matrix on ``examples``.
+
+    ``confusion[g][p]`` counts examples of gold class ``g`` predicted as ``p``: accuracy alone
+    hides a model that has stopped predicting some class.
+    """
     model.eval()
-    correct, nll_sum = 0, 0.0
+    n_cls = len(encoder.label_tokens)
+    confusion = torch.zeros((n_cls, n_cls), dtype=torch.long)
+    nll_sum = 0.0
     firsts = [t[0] for t in encoder.label_tokens]
     for chunk in batches(examples, batch_size):
         gold = encoder.batch(chunk, with_label=True).to(device)
@@ -25,12 +31,14 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
             nll = -sequence_logprob(model, gold) / torch.tensor([len(x) for x in gold.label_ids], device=device)
             scores = torch.stack([
                 sequence_logprob(model, encoder.batch(chunk, True, [c] * len(chunk)).to(device))
-                for c in range(len(encoder.label_tokens))
+                for c in range(n_cls)
             ], dim=1)
-        correct += int((scores.argmax(1) == gold.labels).sum())
+        pairs = gold.labels.cpu() * n_cls + scores.argmax(1).cpu()
+        confusion += torch.bincount(pairs, minlength=n_cls * n_cls).view(n_cls, n_cls)
         nll_sum += float(nll.sum())
     n = max(1, len(examples))
-    return {"accuracy": correct / n, "loss": nll_sum / n, "n": len(examples)}
+    return {"accuracy": int(confusion.trace()) / n, "loss": nll_sum / n, "n": len(examples),
+            "confusion": confusion.tolist()}
 
 
 def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Example]], names: list[str],
@@ -41,5 +49,6 @@ def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Exampl
     return {
         "accuracy": sum(m["accuracy"] * m["n"] for m in per.values()) / n,
         "loss": sum(m["loss"] * m["n"] for m in per.values()) / n,
+        "confusion": [[sum(col) for col in zip(*rows)] for rows in zip(*(m["confusion"] for m in per.values()))],
         "per_client": per,
     }

@@ -106,7 +106,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     for _ in tqdm(range(cfg.local_steps), desc=progress, disable=progress is None, leave=False):
         batch = encoder.batch(next(stream), with_label=True).to(device)
         with autocast(device, bf16):
-            loss = label_loss(train_model, batch, bias)
+            loss = label_loss(train_model, batch, bias, cfg.pack)
         total = loss
         if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
             total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
