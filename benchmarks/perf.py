@@ -5,6 +5,8 @@ Usage (the table in README.md and docs/results.md):
     python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
 
 Every training configuration runs in its own fresh process, so each peak RSS is its own.
+Clients train on packed rows (``fed.pack``, the default); the full LLM and the proxy are
+also run on right-padded batches, to print what packing gains.
 Achieved FLOP/s uses an analytic count of matmul FLOPs per training step (forward through
 all blocks, activation gradients down to the lowest trainable block, weight gradients of
 trainable blocks; LM head only at label positions, as in training) and is compared with
