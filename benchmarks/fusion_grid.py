@@ -27,7 +27,7 @@ from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.fuse import VARIANTS, fuse_state
 from fedproxy.modeling import load_params, snapshot
-from fedproxy.report import class_recall
+from fedproxy.report import class_recall, format_recall
 
 
 PARTS = {"all": ("",), "mlp": (".mlp.",), "attn": (".self_attn.",), "norm": ("norm.",)}
@@ -51,8 +51,8 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> d
                 test = ctx.evaluate(ctx.llm)
                 rows.append({"part": part, "variant": variant, "scale": scale, "val_accuracy": ctx.val_accuracy(ctx.llm),
                              "test_accuracy": test["accuracy"], "test_recall": class_recall(test["confusion"])})
-                recall = " ".join(f"{name} {'-' if r is None else f'{r:.2f}'}"
-                                  for name, r in zip(ctx.bench.labels, rows[-1]["test_recall"]))
+                recall = " ".join(f"{name} {r}"
+                                  for name, r in zip(ctx.bench.labels, format_recall(rows[-1]["test_recall"])))
                 print(f"{run.name}: {part} {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
                       f"test {rows[-1]['test_accuracy']:.3f} (recall {recall})", flush=True)
     chosen = report["methods"]["fedproxy"]["fusion"]

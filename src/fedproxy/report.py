@@ -57,14 +57,18 @@ def class_recall(confusion: list[list[int]]) -> list[float | None]:
     return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(confusion)]
 
 
+def format_recall(recall: list[float | None]) -> list[str]:
+    """:func:`class_recall` as text, two decimals, ``-`` for an absent class."""
+    return ["-" if x is None else f"{x:.2f}" for x in recall]
+
+
 def _recall_lines(methods: dict, labels: list[str]) -> list[str]:
     rows = [(name, class_recall(r["confusion"])) for name, r in methods.items() if "confusion" in r]
     if not rows:
         return []
-    fmt = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
     return (["", "Recall per class (all test examples; 0 = no example of that class predicted right):", "",
              "| method | " + " | ".join(labels) + " |", "|---" * (1 + len(labels)) + "|"]
-            + [f"| {name} | " + " | ".join(map(fmt, rec)) + " |" for name, rec in rows])
+            + [f"| {name} | " + " | ".join(format_recall(rec)) + " |" for name, rec in rows])
 
 
 def write_report(report: dict, out: Path) -> Path:

@@ -49,6 +49,6 @@ def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Exampl
     return {
         "accuracy": sum(m["accuracy"] * m["n"] for m in per.values()) / n,
         "loss": sum(m["loss"] * m["n"] for m in per.values()) / n,
-        "confusion": [[sum(col) for col in zip(*rows)] for rows in zip(*(m["confusion"] for m in per.values()))],
+        "confusion": torch.tensor([m["confusion"] for m in per.values()]).sum(0).tolist(),
         "per_client": per,
     }
