@@ -93,6 +93,7 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
                "padding_fraction": padding, "packed": pack,
                "trainable_params": sum(v.numel() for v in res.update.values()),
                "update_bytes": sum(v.numel() * 4 for v in res.update.values()),
+               "update_shapes": [list(v.shape) for v in res.update.values()],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "runtime_rss_mb": baseline_rss, "bf16_autocast": bf16})
 
@@ -131,14 +132,24 @@ def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, 
     return out
 
 
-def lora_bytes(model, r: int) -> int:
+def lora_factors(model, r: int) -> dict[str, torch.Tensor]:
+    """Shape-only (meta) tensors like the LoRA factors a client sends: A is r x in, B is out x r."""
     from fedproxy.federated.lora import LORA_TARGETS
 
-    total = 0
+    out = {}
     for name, mod in model.named_modules():
         if name.split(".")[-1] in LORA_TARGETS and isinstance(mod, torch.nn.Linear):
-            total += r * (mod.in_features + mod.out_features) * 4
-    return total
+            out[f"{name}.lora_A"] = torch.empty(r, mod.in_features, device="meta")
+            out[f"{name}.lora_B"] = torch.empty(mod.out_features, r, device="meta")
+    return out
+
+
+def wire_bytes(up: dict, down: dict) -> dict:
+    """Bytes up and down on each ``fed.wire_dtype``."""
+    from fedproxy.config import WIRE_DTYPES
+    from fedproxy.federated.wire import nbytes
+
+    return {w: {"up": nbytes(up, w), "down": nbytes(down, w)} for w in WIRE_DTYPES}
 
 
 def server_costs(seed: int) -> dict:
@@ -168,19 +179,23 @@ def server_costs(seed: int) -> dict:
     t0 = time.perf_counter()
     fuse_state(snapshot(ctx.llm), merged, comp.pmap)
     out["fuse_seconds"] = time.perf_counter() - t0
-    proxy_bytes = sum(v.numel() * 4 for v in base.values())
     out["bytes_per_client_per_round"] = {
-        "fedproxy (full proxy blocks, dense fp32)": {"up": proxy_bytes, "down": proxy_bytes},
-        "fedproxy (LoRA r=8 on proxy)": {"up": lora_bytes(comp.proxy, 8), "down": proxy_bytes},
-        "fedavg-lora (LoRA r=8 on full LLM)": {"up": lora_bytes(ctx.llm, 8),
-                                               "down": sum(v.numel() * 4 for v in snapshot(ctx.llm, trainable_names(ctx.llm, cfg.fed)).values())},
+        "fedproxy (full proxy blocks)": wire_bytes(base, base),
+        "fedproxy (LoRA r=8 on proxy)": wire_bytes(lora_factors(comp.proxy, 8), base),
+        "fedavg-lora (LoRA r=8 on full LLM)": wire_bytes(lora_factors(ctx.llm, 8),
+                                                         snapshot(ctx.llm, trainable_names(ctx.llm, cfg.fed))),
     }
     return out
 
 
-def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
-    """Seconds of one round (default client settings, ``clients`` clients) in-process, in the
-    Simulation Engine and in the Deployment Engine on loopback, with the same saved proxy."""
+def flower_overhead(workdir: Path, seed: int, clients: int, extra: list[str] = (), sqlite: bool = False) -> dict:
+    """Seconds per round (default client settings, ``clients`` clients) in-process, in the
+    Simulation Engine and in the Deployment Engine on loopback, with the same saved proxy.
+
+    Two rounds each: the first pays one-off costs (shipping the frozen tensors to nodes that
+    lack them, Ray's worker start), so the per-round figures are the second round's and the
+    first round is reported beside them. ``extra`` config overrides apply to all three paths;
+    ``sqlite`` keeps the loopback SuperLink's state in an SQLite file (for before/after runs)."""
     from fedproxy import checkpoint
     from fedproxy.compress import build_proxy, save_proxy
     from fedproxy.compress.base import ProxyMap
@@ -193,7 +208,8 @@ def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
     from fedproxy.modeling import blocks, snapshot
 
     total = RunConfig().data.num_clients
-    overrides = [f"seed={seed}", "fed.rounds=1", f"fed.fraction={clients / total}"]  # ``clients`` of them train
+    # ``clients`` of them train
+    overrides = [f"seed={seed}", "fed.rounds=2", f"fed.fraction={clients / total}", *extra]
     cfg = RunConfig().with_overrides(overrides)
     ctx = build_context(cfg, workdir / "ctx", progress=False)
     n = len(blocks(ctx.llm))
@@ -206,9 +222,9 @@ def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
     names = trainable_names(proxy, cfg.fed)
     server = run_federation(proxy, snapshot(proxy, names), ctx.bench.train, ctx.encoder, cfg.fed, ctx.device, seed,
                             ctx.bf16, progress=False)
-    records = {"in-process": server.history[0]}
+    histories = {"in-process": server.history}
     server = simulate(cfg, build_proxy(ctx.llm, keep), ctx.tokenizer, total, workdir / "sim")
-    records["simulation"] = server.history[0]
+    histories["simulation"] = server.history
     root = Path(__file__).resolve().parents[1]
     # SuperNodes here share this machine's cores: split them between the ``clients`` that train at
     # once, as one would configure co-located nodes (see fedproxy.flower_app.node_threads).
@@ -216,21 +232,26 @@ def flower_overhead(workdir: Path, seed: int, clients: int) -> dict:
     nodes = [f"partition-id={i} num-partitions={total} threads={threads}" for i in range(total)]
     flat = ";".join(f"{k}={v}" for k, v in [o.split("=", 1) for o in overrides] + [("compress.proxy_dir",
                                                                                      str(proxy_dir))])
-    with Loopback(workdir / "deploy", nodes) as lb:
+    with Loopback(workdir / "deploy", nodes, database=workdir / "state.db" if sqlite else None) as lb:
         lb.run(root, f'fedproxy-config="default" out-dir="{workdir / "deploy_out"}" overrides="{flat}"', timeout=900)
-    records["deployment"] = checkpoint.load(workdir / "deploy_out" / "flower_server.pt")["history"][0]
-    out = {k: r["round_seconds"] for k, r in records.items()}
-    return {"clients": clients, "round_seconds": out,
+    histories["deployment"] = checkpoint.load(workdir / "deploy_out" / "flower_server.pt")["history"]
+    out = {k: h[1]["round_seconds"] for k, h in histories.items()}
+    first = {k: h[0]["round_seconds"] for k, h in histories.items()}
+    return {"clients": clients, "round_seconds": out, "first_round_seconds": first,
             "overhead": {k: out[k] / out["in-process"] - 1 for k in ("simulation", "deployment")},
-            "breakdown": {k: round_breakdown(r) for k, r in records.items()}}
+            "first_round_overhead": {k: first[k] / first["in-process"] - 1 for k in ("simulation", "deployment")},
+            "breakdown": {k: round_breakdown(h[1]) for k, h in histories.items()},
+            "first_round_breakdown": {k: round_breakdown(h[0]) for k, h in histories.items()}}
 
 
 def round_breakdown(rec: dict) -> dict:
     """Where one round's seconds went, from the server's round record and its clients' metrics.
 
     Flower clients report ``queue_seconds`` (server creates the message -> handler starts: transport,
-    ClientApp process start, imports) and ``handler_seconds`` (the handler, training included); the
-    rest of the round (``after_clients``) is the replies' way back, unpacking and aggregation.
+    ClientApp process start, imports), ``unpack_seconds`` (arrays -> tensors, frozen tensors),
+    ``setup_seconds`` (model, data and tokenizer built) and ``handler_seconds`` (the whole handler,
+    training and packing the reply included); the rest of the round (``after_clients``) is the
+    replies' way back, unpacking and aggregation.
     """
     ms = list(rec["client_metrics"].values())
     train = [m["train_seconds"] for m in ms]
@@ -238,15 +259,17 @@ def round_breakdown(rec: dict) -> dict:
     if all("handler_seconds" in m for m in ms):
         out["queue_max"] = max(m["queue_seconds"] for m in ms)
         out["handler_setup_mean"] = statistics.mean(m["handler_seconds"] - m["train_seconds"] for m in ms)
+        out["unpack_mean"] = statistics.mean(m["unpack_seconds"] for m in ms)
+        out["setup_mean"] = statistics.mean(m["setup_seconds"] for m in ms)
         out["after_clients"] = rec["round_seconds"] - max(m["queue_seconds"] + m["handler_seconds"] for m in ms)
     return out
 
 
-def _measure_flower(workdir: Path, seed: int, clients: int) -> dict:
+def _measure_flower(workdir: Path, seed: int, clients: int, extra: list[str] = (), sqlite: bool = False) -> dict:
     from fedproxy.errors import FedProxyError
 
     try:
-        return flower_overhead(workdir, seed, clients)
+        return flower_overhead(workdir, seed, clients, extra, sqlite)
     except FedProxyError as err:  # keep the other measurements; say why this one is missing
         return {"error": str(err)[:2000]}
 
@@ -254,17 +277,22 @@ def _measure_flower(workdir: Path, seed: int, clients: int) -> dict:
 def _flower_line(flower: dict) -> str:
     if "error" in flower:
         return f"Flower overhead: not measured ({flower['error'].splitlines()[0]})"
-    rs = flower["round_seconds"]
-    return (f"one round, {flower['clients']} clients: in-process {rs['in-process']:.1f} s, Simulation Engine "
+    rs, fs = flower["round_seconds"], flower["first_round_seconds"]
+    return (f"second round, {flower['clients']} clients: in-process {rs['in-process']:.1f} s, Simulation Engine "
             f"{rs['simulation']:.1f} s ({flower['overhead']['simulation']:+.0%}), Deployment Engine on loopback "
-            f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%})\n" + _breakdown_table(flower))
+            f"{rs['deployment']:.1f} s ({flower['overhead']['deployment']:+.0%}); first round "
+            f"{fs['in-process']:.1f} / {fs['simulation']:.1f} ({flower['first_round_overhead']['simulation']:+.0%}) / "
+            f"{fs['deployment']:.1f} s ({flower['first_round_overhead']['deployment']:+.0%})\n"
+            + _breakdown_table(flower["breakdown"]))
 
 
-def _breakdown_table(flower: dict) -> str:
-    rows = ["| round breakdown, s | round | client training, sum / max | before the handler, max "
-            "| handler outside training, mean | after the last client |", "|---|---|---|---|---|---|"]
-    for k, b in flower.get("breakdown", {}).items():
-        extra = (f"{b['queue_max']:.1f} | {b['handler_setup_mean']:.1f} | {b['after_clients']:.1f}"
+def _breakdown_table(breakdown: dict) -> str:
+    rows = ["| second round, s | round | client training, sum / max | before the handler, max "
+            "| handler outside training, mean (unpack / build client) | after the last client |",
+            "|---|---|---|---|---|---|"]
+    for k, b in breakdown.items():
+        extra = (f"{b['queue_max']:.1f} | {b['handler_setup_mean']:.1f} ({b['unpack_mean']:.1f} / "
+                 f"{b['setup_mean']:.1f}) | {b['after_clients']:.1f}"
                  if "queue_max" in b else f"- | - | {b['round'] - b['train_sum']:.1f}")
         rows.append(f"| {k} | {b['round']:.1f} | {b['train_sum']:.1f} / {b['train_max']:.1f} | {extra} |")
     return "\n".join(rows)
@@ -279,12 +307,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra proxy batch sizes to measure FLOP/s at (the default batch is always measured)")
     p.add_argument("--flower-clients", type=int, default=4, help="clients in the Flower overhead rounds (0 = skip)")
     p.add_argument("--flower-only", action="store_true", help="measure only the Flower overhead rounds")
+    p.add_argument("--flower-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for the Flower rounds, e.g. fed.wire_dtype=float32")
+    p.add_argument("--superlink-sqlite", action="store_true",
+                   help="keep the loopback SuperLink's state in an SQLite file instead of memory")
     args = p.parse_args(argv)
     if args.flower_only:
         with tempfile.TemporaryDirectory() as tmp:
-            flower = _measure_flower(Path(tmp), args.seed, args.flower_clients)
+            flower = _measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set,
+                                     args.superlink_sqlite)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"seed": args.seed, "flower": flower}, indent=2))
+        Path(args.out).write_text(json.dumps({"seed": args.seed, "flower": flower, "flower_set": args.flower_set,
+                                              "superlink_sqlite": args.superlink_sqlite}, indent=2))
         print(_flower_line(flower))
         return 0
     from fedproxy.config import RunConfig
@@ -299,11 +333,12 @@ def main(argv: list[str] | None = None) -> int:
         # the same clients on right-padded batches (fed.pack=false), what packing gains
         padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False)
                   for k in ("full-llm", "proxy")}
-        flower = _measure_flower(Path(tmp), args.seed, args.flower_clients) if args.flower_clients else None
+        flower = (_measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set, args.superlink_sqlite)
+                  if args.flower_clients else None)
     server = server_costs(args.seed)
     ot = train["offsite-tuning"]
-    server["bytes_per_client_per_round"]["offsite-tuning (adapter, dense fp32)"] = {
-        "up": ot["update_bytes"], "down": ot["update_bytes"]}
+    adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
+    server["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
     result = {"seed": args.seed, "steps": args.steps, "threads": torch.get_num_threads(), "peak_matmul_flops": peak,
               "training": train, "padded_training": padded, "proxy_batch_sweep": sweep, "flower": flower, "server": server}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -335,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['train_flops_per_s'] / peak_used:.2f}, processed / peak {r['processed_flops_per_s'] / peak_used:.2f}")
     if flower:
         print(_flower_line(flower))
-    print("| bytes per client per round | up MB | down MB |")
-    print("|---|---|---|")
+    print("| bytes per client per round | up MB, float16 wire (default) | down MB | up MB, float32 wire | down MB |")
+    print("|---|---|---|---|---|")
     for k, r in server["bytes_per_client_per_round"].items():
-        print(f"| {k} | {r['up'] / 2**20:.1f} | {r['down'] / 2**20:.1f} |")
+        print(f"| {k} | " + " | ".join(f"{r[w][d] / 2**20:.1f}" for w in ("float16", "float32") for d in ("up", "down"))
+              + " |")
     print(f"server: compress {server['compress_seconds']:.1f} s, aggregate fedavg/ties/fedproxy "
           f"{server['aggregate_fedavg_seconds']:.2f}/{server['aggregate_ties_seconds']:.2f}/"
           f"{server['aggregate_fedproxy_seconds']:.2f} s (4 clients), fuse {server['fuse_seconds']:.2f} s")

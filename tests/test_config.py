@@ -30,6 +30,7 @@ def test_overrides_parse_json_values():
     ("fed.lr_decay=1.5", "fed.lr_decay must be in \\(0, 1\\]"),
     ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
     ("fed.logit_adjust=-1", "fed.logit_adjust must be >= 0"),
+    ("fed.wire_dtype=bfloat16", "fed.wire_dtype must be one of"),
     ("fuse.scales=[]", "fuse.scales must be a non-empty list"),
     ("fuse.scales=[1.0, -2.0]", "fuse.scales must be a non-empty list of non-negative"),
     ("fuse.align_ridge=0", "fuse.align_ridge must be > 0"),

@@ -49,6 +49,7 @@ def assert_audit_clean(out_dir, cfg, tmp_path):
     trainable = set(trainable_names(comp.proxy, cfg.fed))
     llm_bytes = sum(p.numel() * 4 for p in ctx.llm.parameters())
     proxy_bytes = sum(p.numel() * 4 for p in comp.proxy.parameters())
+    wire16 = cfg.fed.wire_dtype == "float16"
     if not cfg.fed.secagg and not any(e.get("error") for e in audit):
         # The frozen tensors reach a node at most once (not at all if an earlier run left them in
         # its cache); later rounds load them from the node's cache.
@@ -74,9 +75,12 @@ def assert_audit_clean(out_dir, cfg, tmp_path):
             assert set(content) <= SECAGG_REPLY, set(content) - SECAGG_REPLY
             assert all(rec.get("bytes", 0) == 0 for rec in content.values() if rec["type"] == "arrays")
         else:
-            assert set(content) == {"arrays", "metrics", "info"}
+            assert set(content) == {"arrays", "metrics", "info"} | ({"scales"} if wire16 else set())
             assert set(content["arrays"]["keys"]) <= trainable
             assert all(dt.startswith("float") for dt in content["arrays"]["dtypes"])  # no token ids
+            if wire16:  # half the bytes: float16 values, one scale per tensor
+                assert content["arrays"]["dtypes"] == ["float16"]
+                assert content["scales"]["keys"] == content["arrays"]["keys"]
             assert set(content["info"]["keys"]) == {"kind", "partition-id"}  # no text
 
 

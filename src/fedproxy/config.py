@@ -96,6 +96,8 @@ class CompressConfig:
 
 # Aggregators that need only the (weighted) mean of the updates, which is all SecAgg+ reveals.
 SECURE_AGGREGATORS = ("fedavg", "fedavgm")
+# How parameters travel each round (fedproxy.federated.wire).
+WIRE_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -112,6 +114,11 @@ class FedConfig:
     pack: bool = _f(True, "train on packed rows: a batch's sequences laid end to end, attention kept within "
                           "each (fedproxy.objectives.pack), so no compute goes to padding; false = right-padded "
                           "batches, the layout of the older results in docs/results.md")
+    wire_dtype: str = _f("float16", "parameters on the wire each round (fedproxy.federated.wire): float16 sends the "
+                                    "client's delta up and the global model's change since round 0 down, each "
+                                    "tensor scaled to float16's range (half the bytes of float32); float32 sends "
+                                    "the delta and the global parameters exactly, the layout of the older results "
+                                    "in docs/results.md")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "
@@ -121,6 +128,9 @@ class FedConfig:
     logit_adjust: float = _f(0.0, "label-skew correction (FedLC-style logit adjustment): each client adds "
                                   "tau * log(C * p_c) of its own label frequencies p_c to the label logits in its "
                                   "loss, so the shared model does not absorb each client's label prior; 0 = off")
+    balance_classes: bool = _f(False, "each client draws class-balanced batches (a class uniformly among those "
+                                      "it holds, then one of its examples), so rare classes are seen as often as "
+                                      "common ones; a FedProxy client option")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
     min_clients: int = _f(1, "minimum clients per round")
     lora_r: int = _f(0, "LoRA rank on all proxy blocks (0 = full fine-tuning of the blocks)")
@@ -145,6 +155,7 @@ class FedConfig:
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.centralized_lr > 0, "fed.lr and fed.centralized_lr must be > 0")
         _check(0.0 < self.lr_decay <= 1.0, f"fed.lr_decay must be in (0, 1], got {self.lr_decay}")
+        _check(self.wire_dtype in WIRE_DTYPES, f"fed.wire_dtype must be one of {WIRE_DTYPES}, got '{self.wire_dtype}'")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
         _check(self.logit_adjust >= 0, f"fed.logit_adjust must be >= 0, got {self.logit_adjust}")
         _check(self.aggregator != "fedprox" or self.prox_mu > 0,
@@ -172,11 +183,12 @@ class FedConfig:
     def plain(self, **changes: Any) -> "FedConfig":
         """This config as the baselines train: FedAvg, without FedProxy's client extras.
 
-        The extras (proximal term, logit adjustment, stateful client optimizers) are FedProxy
-        options, not part of the baselines' published recipes; ``changes`` are applied on top.
+        The extras (proximal term, logit adjustment, stateful client optimizers, class-balanced
+        batches) are FedProxy options, not part of the baselines' published recipes; ``changes``
+        are applied on top.
         """
         return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "logit_adjust": 0.0,
-                                            "keep_optimizer_state": False, **changes})
+                                            "keep_optimizer_state": False, "balance_classes": False, **changes})
 
 
 @dataclass

@@ -27,6 +27,7 @@ from . import checkpoint, frozen_cache
 from .config import RunConfig, load_config
 from .errors import ConfigError, FedProxyError, ModelError
 from .flower_audit import AuditGrid
+from .federated.wire import decode, decode_global, encode, encode_global
 from .flower_secagg import is_secagg_train, secagg_mod, secagg_round, secagg_train
 
 log = logging.getLogger("fedproxy.flower")
@@ -61,6 +62,15 @@ def _tensors(record: ArrayRecord) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in record.to_torch_state_dict().items()}
 
 
+def _scales(content: RecordDict) -> dict[str, float]:
+    """The per-tensor scales of a float16 payload (``fedproxy.federated.wire``); none for float32."""
+    return {k: float(v) for k, v in content["scales"].items()} if "scales" in content else {}
+
+
+def _wire_records(tensors: dict[str, torch.Tensor], scales: dict[str, float]) -> dict:
+    return {"arrays": _arrays(tensors), **({"scales": ConfigRecord(scales)} if scales else {})}
+
+
 # ---- client ---------------------------------------------------------------------------
 @client_app.query()
 def client_query(msg: Message, context: Context) -> Message:
@@ -80,7 +90,8 @@ def _node_cache(context: Context) -> Path:
 
 
 def _frozen_from(msg: Message, context: Context) -> dict[str, torch.Tensor]:
-    """The frozen proxy tensors: from the message (and then cached) or from this node's cache."""
+    """The tensors a node keeps for the run (the frozen proxy tensors and, with a float16 wire,
+    round 0's trainable ones): from the message (and then cached) or from this node's cache."""
     key, cache = str(msg.content["config"]["frozen-digest"]), _node_cache(context)
     if "frozen" in msg.content:
         frozen = _tensors(msg.content["frozen"])
@@ -110,7 +121,7 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
 
     cfg = RunConfig.from_flat(json.loads(str(conf["run-config"])))
     server_round = int(conf["round"])
-    bench = load_benchmark(cfg.data, cfg.seed)
+    bench = load_benchmark(cfg.data, cfg.seed, server_text=False)
     tok = tokenizer_from_payload(str(conf["tokenizer"]))
     encoder = Encoder(tok, bench, cfg.data.max_length)
     arch = json.loads(str(conf["proxy-config"]))
@@ -163,15 +174,26 @@ def client_train(msg: Message, context: Context) -> Message:
         return secagg_train(msg, pid, local_update, _node_cache(context), context.state)
     t_in = time.time()
     conf = msg.content["config"]
-    _, res = local_update(conf, _tensors(msg.content["arrays"]), _frozen_from(msg, context), pid, context.state)
+    wire_dtype = str(json.loads(str(conf["run-config"])).get("fed.wire_dtype", "float32"))
+    kept = _frozen_from(msg, context)
+    sent = _tensors(msg.content["arrays"])
+    params = decode_global(sent, _scales(msg.content), kept, wire_dtype)
+    frozen = {k: v for k, v in kept.items() if k not in sent}
+    t_unpacked = time.time()
+    _, res = local_update(conf, params, frozen, pid, context.state)
+    t_trained = time.time()
+    update = _wire_records(*encode(res.update, wire_dtype))
     metrics = {k: float(v) for k, v in res.metrics.items()}
     metrics["num-examples"] = res.num_examples
     # Where a Flower round's time goes (benchmarks/perf.py): from the server creating the message to this
-    # handler starting (transport, ClientApp process start, imports), and this handler's own work.
+    # handler starting (transport, ClientApp process start, imports), and this handler's own work:
+    # unpacking the arrays, building the client (model, data, tokenizer), training, packing the reply.
     metrics["queue_seconds"] = max(t_in - msg.metadata.created_at, 0.0)
+    metrics["unpack_seconds"] = t_unpacked - t_in
+    metrics["setup_seconds"] = t_trained - t_unpacked - res.metrics["train_seconds"]
     metrics["handler_seconds"] = time.time() - t_in
     return Message(content=RecordDict({
-        "arrays": _arrays(res.update),
+        **update,
         "metrics": MetricRecord(metrics),
         "info": ConfigRecord({"kind": res.kind, "partition-id": pid}),
     }), reply_to=msg)
@@ -245,6 +267,10 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
     all_params = snapshot(proxy)
     frozen = {k: v for k, v in all_params.items() if k not in names}
     server = FederatedServer({k: all_params[k] for k in names}, cfg.fed, cfg.seed, num_clients)
+    # What nodes keep for the whole run: the frozen tensors, and round 0's trainable ones when
+    # the global model travels as its float16 change since then (SecAgg+ rounds send float32).
+    if cfg.fed.wire_dtype != "float32" and not cfg.fed.secagg:
+        frozen = {**frozen, **server.initial}
     frozen_key = frozen_cache.digest(frozen)
     parts, cached = _partitions(grid, num_clients, round_timeout, frozen_key)
     missing = sorted(set(range(num_clients)) - set(parts))
@@ -278,7 +304,8 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
                                            extra={"round_seconds": time.perf_counter() - t0})
         else:
             # Frozen tensors go only to nodes that do not hold them yet (frozen_cache).
-            msgs = [Message(content=RecordDict({"arrays": _arrays(server.params),
+            down = _wire_records(*encode_global(server.params, server.initial, cfg.fed.wire_dtype))
+            msgs = [Message(content=RecordDict({**down,
                                                 **({} if node in cached else {"frozen": _arrays(frozen)}),
                                                 "config": ConfigRecord({**static, "round": r})}),
                             dst_node_id=node, message_type="train") for node in sampled.values()]
@@ -291,8 +318,9 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
                 cached.add(reply.metadata.src_node_id)
                 m = dict(reply.content["metrics"])
                 info = reply.content["info"]
+                update = decode(_tensors(reply.content["arrays"]), _scales(reply.content))
                 results.append((int(info["partition-id"]), ClientResult(
-                    _tensors(reply.content["arrays"]), int(m.pop("num-examples")), m, str(info["kind"]))))
+                    update, int(m.pop("num-examples")), m, str(info["kind"]))))
             rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
         rec["missing"] = sorted(set(sampled) - set(rec["clients"]) - {x["client"] for x in rec["rejected"]})
         log.info("round %d: %d clients, %d rejected, %d missing%s", rec["round"], len(rec["clients"]),

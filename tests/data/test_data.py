@@ -13,6 +13,28 @@ def test_synthetic_benchmark_is_seeded_and_disjoint_by_client():
     assert [len(t) for t in a.train] == [20, 20, 20]
 
 
+def test_client_side_load_leaves_only_the_server_text_out():
+    cfg = DataConfig(benchmark="tiny-synthetic", num_clients=3, train_per_client=20, test_per_client=5)
+    full, client = load_benchmark(cfg, seed=1), load_benchmark(cfg, seed=1, server_text=False)
+    assert full.server_text and client.server_text == []
+    assert (client.train, client.test, client.server_val) == (full.train, full.test, full.server_val)
+
+
+def test_balanced_batches_draw_a_rare_class_as_often_as_a_common_one():
+    import random
+    from collections import Counter
+
+    from fedproxy.data.encode import balanced_batches
+
+    common = [Example(f"c{i}", 0, "d") for i in range(90)]
+    rare = [Example(f"r{i}", 2, "d") for i in range(10)]
+    stream = balanced_batches(common + rare, 8, random.Random(0))
+    drawn = [e for _ in range(100) for e in next(stream)]
+    counts = Counter(e.label for e in drawn)
+    assert set(counts) == {0, 2} and 0.4 < counts[2] / len(drawn) < 0.6  # 10% of the data, half the draws
+    assert set(rare) <= set(drawn)  # every rare example is used, not one of them over and over
+
+
 def test_dirichlet_partition_skews_labels():
     pool = [Example(f"t{i}", i % 4, "x") for i in range(400)]
     parts = dirichlet_partition(pool, 4, alpha=0.1, seed=0)

@@ -80,6 +80,18 @@ def test_lora_clients_send_fewer_bytes(tiny_ctx):
     assert sum(float(v.abs().sum()) for v in lora.total_delta().values()) > 0
 
 
+def test_float16_wire_halves_the_bytes_and_barely_moves_the_result(tiny_ctx):
+    exact = _federate(tiny_ctx, None, rounds=2, wire_dtype="float32")
+    half = _federate(tiny_ctx, None, rounds=2, wire_dtype="float16")
+    rec32, rec16 = exact.history[-1], half.history[-1]
+    assert rec16["bytes_down_per_client"] < 0.6 * rec32["bytes_down_per_client"]
+    up = lambda rec: next(iter(rec["client_metrics"].values()))["bytes_up"]  # noqa: E731
+    assert up(rec16) < 0.6 * up(rec32)
+    moved = sum(float(v.abs().sum()) for v in exact.total_delta().values())
+    differ = sum(float((exact.params[k] - half.params[k]).abs().sum()) for k in exact.params)
+    assert 0 < differ < 0.01 * moved  # a real rounding, small against what training moved
+
+
 def test_dp_run_reports_epsilon(tiny_ctx):
     server = _federate(tiny_ctx, None, rounds=2, aggregator="fedavg", dp_clip=0.5, dp_noise=1.0)
     priv = server.privacy()

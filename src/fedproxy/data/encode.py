@@ -88,3 +88,16 @@ def infinite_batches(items: list, size: int, rng: random.Random):
     """Endless shuffled epochs, for step-budgeted training."""
     while True:
         yield from batches(items, size, rng)
+
+
+def balanced_batches(examples: list, size: int, rng: random.Random):
+    """Endless class-balanced batches: each slot draws one of the classes present, uniformly,
+    then that class's next example (its own shuffled epochs), so rare classes come as often
+    as common ones."""
+    by_class: dict[int, list] = {}
+    for e in examples:
+        by_class.setdefault(e.label, []).append(e)
+    streams = {c: infinite_batches(items, 1, rng) for c, items in sorted(by_class.items())}
+    classes = sorted(streams)
+    while True:
+        yield [next(streams[rng.choice(classes)])[0] for _ in range(size)]

@@ -39,14 +39,14 @@ def _server_text(tasks: dict[str, dict], n: int, rng: random.Random) -> list[str
 
 
 @BENCHMARKS.register("multiemo-domains")
-def multiemo_domains(cfg: DataConfig, seed: int, cache=None) -> Benchmark:
+def multiemo_domains(cfg: DataConfig, seed: int, cache=None, server_text: bool = True) -> Benchmark:
     if cfg.partition == "domain" and cfg.num_clients != len(DOMAINS):
         raise ConfigError(
             f"multiemo-domains with partition='domain' has {len(DOMAINS)} clients, got data.num_clients="
             f"{cfg.num_clients}; set num_clients=4 or partition='dirichlet'"
         )
     names = [f"multiemo/{d}_sentence_en" for d in DOMAINS]
-    tasks = assets.bigbench_tasks(names + list(SERVER_TEXT_TASKS), cache)
+    tasks = assets.bigbench_tasks(names + (list(SERVER_TEXT_TASKS) if server_text else []), cache)
     rng = random.Random(seed)
     per_val = max(1, cfg.server_val // len(DOMAINS))
     n_train = cfg.train_per_client * (1 if cfg.partition == "domain" else max(1, cfg.num_clients // len(DOMAINS) + 1))
@@ -73,6 +73,6 @@ def multiemo_domains(cfg: DataConfig, seed: int, cache=None) -> Benchmark:
         train=trains,
         test=tests,
         server_val=val,
-        server_text=_server_text(tasks, cfg.server_text, rng),
+        server_text=_server_text(tasks, cfg.server_text, rng) if server_text else [],
         meta={"source": "bigbench==1.0.0 multiemo/*_sentence_en", "partition": cfg.partition, "seed": seed},
     )

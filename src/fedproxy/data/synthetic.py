@@ -28,7 +28,7 @@ def _sentence(label: int, domain: int, rng: random.Random) -> str:
 
 
 @BENCHMARKS.register("tiny-synthetic")
-def tiny_synthetic(cfg: DataConfig, seed: int, cache=None) -> Benchmark:
+def tiny_synthetic(cfg: DataConfig, seed: int, cache=None, server_text: bool = True) -> Benchmark:
     rng = random.Random(seed)
     n = cfg.num_clients
 
@@ -48,6 +48,6 @@ def tiny_synthetic(cfg: DataConfig, seed: int, cache=None) -> Benchmark:
         train=[draw(c, cfg.train_per_client) for c in range(n)],
         test=[draw(c, cfg.test_per_client) for c in range(n)],
         server_val=[e for c in range(n) for e in draw(c, max(1, cfg.server_val // n))],
-        server_text=[" ".join(rng.choices(FILLER, k=12)) for _ in range(cfg.server_text)],
+        server_text=[" ".join(rng.choices(FILLER, k=12)) for _ in range(cfg.server_text if server_text else 0)],
         meta={"source": "generated", "seed": seed},
     )

@@ -16,7 +16,7 @@ from ..aggregate.base import Delta
 from ..compress.base import split_block_key
 from ..config import FedConfig
 from ..data.benchmark import Example
-from ..data.encode import Encoder, infinite_batches
+from ..data.encode import Encoder, balanced_batches, infinite_batches
 from ..errors import ModelError
 from ..modeling import adamw, autocast, load_params, snapshot
 from ..objectives import label_loss
@@ -99,7 +99,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         restore_moments(opt, params, opt_state)
     bias = prior_bias(examples, encoder, cfg.logit_adjust)
     rng = random.Random(seed)
-    stream = infinite_batches(examples, cfg.batch_size, rng)
+    stream = (balanced_batches if cfg.balance_classes else infinite_batches)(examples, cfg.batch_size, rng)
     train_model.train()
     losses, tokens = [], 0
     t0 = time.perf_counter()

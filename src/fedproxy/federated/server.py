@@ -21,6 +21,7 @@ from ..data.encode import Encoder
 from ..errors import ConfigError, UpdateRejected
 from .client import ClientResult, local_train
 from .lora import lora_to_dense
+from .wire import decode_global, encode_global, nbytes, roundtrip
 
 log = logging.getLogger("fedproxy.server")
 
@@ -73,9 +74,9 @@ class FederatedServer:
             deltas.append(delta)
             sizes.append(res.num_examples)
             accepted.append(cid)
-            metrics[cid] = {**res.metrics, "update_norm": norm, "bytes_up": tensor_bytes(res.update)}
+            metrics[cid] = {**res.metrics, "update_norm": norm, "bytes_up": nbytes(res.update, self.cfg.wire_dtype)}
         record = {"round": self.round + 1, "clients": accepted, "rejected": rejected, "client_metrics": metrics,
-                  "bytes_down_per_client": tensor_bytes(self.params), **(extra or {})}
+                  "bytes_down_per_client": nbytes(self.params, self.cfg.wire_dtype), **(extra or {})}
         agg = self.aggregate_fn(deltas, sizes, self.opts, self.agg_state) if deltas else None
         return self._apply(agg, record, len(deltas), t0)
 
@@ -125,6 +126,11 @@ class FederatedServer:
     def _dense(self, res: ClientResult) -> Delta:
         return lora_to_dense(res.update, self.params) if res.kind == "lora" else res.update
 
+    def global_as_received(self) -> Delta:
+        """The global parameters as a client gets them over ``fed.wire_dtype``."""
+        return decode_global(*encode_global(self.params, self.initial, self.cfg.wire_dtype), self.initial,
+                             self.cfg.wire_dtype)
+
     # ---- results & persistence ------------------------------------------------------
     def total_delta(self) -> Delta:
         return {k: self.params[k] - self.initial[k] for k in self.params}
@@ -169,11 +175,13 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
         r = server.round
         t0 = time.perf_counter()
         round_cfg = cfg.for_round(r)
-        results = [
-            (c, local_train(model, server.params, clients[c], encoder, round_cfg, device, client_seed(seed, r, c),
-                            bf16, opt_state=None if opt_states is None else opt_states.setdefault(c, {})))
-            for c in server.sample(r)
-        ]
+        start = server.global_as_received()
+        results = []
+        for c in server.sample(r):  # both ways through fed.wire_dtype, as over Flower
+            res = local_train(model, start, clients[c], encoder, round_cfg, device, client_seed(seed, r, c), bf16,
+                              opt_state=None if opt_states is None else opt_states.setdefault(c, {}))
+            res.update = roundtrip(res.update, cfg.wire_dtype)
+            results.append((c, res))
         rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
         bar.update(1)
         bar.set_postfix(loss=f"{rec.get('train_loss', float('nan')):.3f}")
