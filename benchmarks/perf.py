@@ -3,6 +3,9 @@
 Usage (the table in README.md and docs/results.md):
     python benchmarks/perf.py --steps 6 --out runs/perf.json
     python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
+    # the Flower rounds as before the float16 wire and the in-memory SuperLink (docs/results.md):
+    python benchmarks/perf.py --flower-only --flower-clients 2 --flower-set fed.wire_dtype=float32 \
+        --superlink-sqlite --out runs/perf_flower_before.json
 
 Every training configuration runs in its own fresh process, so each peak RSS is its own.
 Clients train on packed rows (``fed.pack``, the default); the full LLM and the proxy are
@@ -92,7 +95,6 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
                "processed_flops_per_s": tokens_per_s / (1 - padding) * flops_per_token,
                "padding_fraction": padding, "packed": pack,
                "trainable_params": sum(v.numel() for v in res.update.values()),
-               "update_bytes": sum(v.numel() * 4 for v in res.update.values()),
                "update_shapes": [list(v.shape) for v in res.update.values()],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "runtime_rss_mb": baseline_rss, "bf16_autocast": bf16})
@@ -208,8 +210,7 @@ def flower_overhead(workdir: Path, seed: int, clients: int, extra: list[str] = (
     from fedproxy.modeling import blocks, snapshot
 
     total = RunConfig().data.num_clients
-    # ``clients`` of them train
-    overrides = [f"seed={seed}", "fed.rounds=2", f"fed.fraction={clients / total}", *extra]
+    overrides = [f"seed={seed}", "fed.rounds=2", f"fed.fraction={clients / total}", *extra]  # ``clients`` train
     cfg = RunConfig().with_overrides(overrides)
     ctx = build_context(cfg, workdir / "ctx", progress=False)
     n = len(blocks(ctx.llm))
@@ -259,8 +260,9 @@ def round_breakdown(rec: dict) -> dict:
     if all("handler_seconds" in m for m in ms):
         out["queue_max"] = max(m["queue_seconds"] for m in ms)
         out["handler_setup_mean"] = statistics.mean(m["handler_seconds"] - m["train_seconds"] for m in ms)
-        out["unpack_mean"] = statistics.mean(m["unpack_seconds"] for m in ms)
-        out["setup_mean"] = statistics.mean(m["setup_seconds"] for m in ms)
+        if all("unpack_seconds" in m for m in ms):  # clients older than these metrics do not send them
+            out["unpack_mean"] = statistics.mean(m["unpack_seconds"] for m in ms)
+            out["setup_mean"] = statistics.mean(m["setup_seconds"] for m in ms)
         out["after_clients"] = rec["round_seconds"] - max(m["queue_seconds"] + m["handler_seconds"] for m in ms)
     return out
 
@@ -291,8 +293,8 @@ def _breakdown_table(breakdown: dict) -> str:
             "| handler outside training, mean (unpack / build client) | after the last client |",
             "|---|---|---|---|---|---|"]
     for k, b in breakdown.items():
-        extra = (f"{b['queue_max']:.1f} | {b['handler_setup_mean']:.1f} ({b['unpack_mean']:.1f} / "
-                 f"{b['setup_mean']:.1f}) | {b['after_clients']:.1f}"
+        split = f" ({b['unpack_mean']:.1f} / {b['setup_mean']:.1f})" if "unpack_mean" in b else ""
+        extra = (f"{b['queue_max']:.1f} | {b['handler_setup_mean']:.1f}{split} | {b['after_clients']:.1f}"
                  if "queue_max" in b else f"- | - | {b['round'] - b['train_sum']:.1f}")
         rows.append(f"| {k} | {b['round']:.1f} | {b['train_sum']:.1f} / {b['train_max']:.1f} | {extra} |")
     return "\n".join(rows)

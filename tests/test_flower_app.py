@@ -117,6 +117,8 @@ def test_simulation_engine_matches_in_process(tmp_path):
         for m in rec["client_metrics"].values():
             assert 0 <= m["queue_seconds"] < rec["round_seconds"]
             assert m["handler_seconds"] >= m["train_seconds"] > 0
+            assert m["unpack_seconds"] >= 0 and m["setup_seconds"] >= 0
+            assert m["unpack_seconds"] + m["setup_seconds"] + m["train_seconds"] <= m["handler_seconds"]
 
 
 def test_stateful_clients_in_the_simulation_engine_match_in_process(tmp_path):

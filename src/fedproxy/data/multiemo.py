@@ -20,9 +20,11 @@ SERVER_TEXT_TASKS = (
 )
 
 
-def _examples(task: dict, domain: str) -> list[Example]:
+def _examples(task: dict, domain: str, order: list[int]) -> list[Example]:
+    """The task's examples at positions ``order``, labelled by their top target score."""
     out = []
-    for ex in task["examples"]:
+    for i in order:
+        ex = task["examples"][i]
         scores = ex["target_scores"]
         out.append(Example(ex["input"].strip(), LABELS.index(max(scores, key=scores.get)), domain))
     return out
@@ -52,8 +54,12 @@ def multiemo_domains(cfg: DataConfig, seed: int, cache=None, server_text: bool =
     n_train = cfg.train_per_client * (1 if cfg.partition == "domain" else max(1, cfg.num_clients // len(DOMAINS) + 1))
     trains, tests, val = [], [], []
     for d, name in zip(DOMAINS, names):
-        exs = _examples(tasks[name], d)
-        rng.shuffle(exs)  # fixed-seed split: [test | server-val | train]
+        # Fixed-seed split: [test | server-val | train]. Shuffling positions permutes exactly as
+        # shuffling the examples would, and only the ~400 used of each domain's ~14k get built
+        # (building all was 0.4 s of every client message).
+        order = list(range(len(tasks[name]["examples"])))
+        rng.shuffle(order)
+        exs = _examples(tasks[name], d, order[: cfg.test_per_client + per_val + n_train])
         tests.append(exs[: cfg.test_per_client])
         val.extend(exs[cfg.test_per_client : cfg.test_per_client + per_val])
         start = cfg.test_per_client + per_val
