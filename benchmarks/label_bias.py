@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     test = [e for t in bench.test for e in t]
     n = len(bench.labels)
     out = {"seed": args.seed, "labels": bench.labels, "models": {}}
-    print("| model | bias on val (" + ", ".join(bench.labels) + ") | test acc | with bias | recall | recall with bias |")
+    labels = ", ".join(bench.labels)
+    print(f"| model | bias on val ({labels}) | test acc | with bias | recall | recall with bias |")
     print("|---|---|---|---|---|---|")
     for name in ["zero-shot", *args.models]:
         model, tok = load_pretrained(resolve_checkpoint(cfg.model.source) if name == "zero-shot" else name)

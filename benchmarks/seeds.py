@@ -3,6 +3,7 @@
 Usage (the table in docs/results.md):
     python benchmarks/seeds.py --seeds 0 1 2 --out runs/seeds -- --set fed.rounds=3
 
+With `--summary-only` nothing runs: the reports already in <out>/seed<N> are summarized.
 Everything after `--` is passed to `fedproxy run`. Each seed writes runs/seeds/seed<N>/report.json
 (resumable with --resume); the summary goes to runs/seeds/summary.json and stdout.
 """
@@ -41,12 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/seeds")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--summary-only", action="store_true",
+                   help="run nothing: summarize the report.json already in <out>/seed<N> (e.g. links to runs made "
+                        "with `fedproxy run --set seed=N`)")
     args = p.parse_args(own)
     reports = []
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
         cmd = ["run", "--out", str(out), "--set", f"seed={seed}", "--quiet", *extra] + (["--resume"] if args.resume else [])
-        if fedproxy_main(cmd) != 0:
+        if args.summary_only:
+            if not (out / "report.json").is_file():
+                print(f"no report for seed {seed}: {out / 'report.json'} is missing; run without --summary-only")
+                return 1
+        elif fedproxy_main(cmd) != 0:
             return 1
         reports.append(json.loads((out / "report.json").read_text()))
     summary = {"seeds": args.seeds, "command": " ".join(["python benchmarks/seeds.py", *argv]),
