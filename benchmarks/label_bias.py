@@ -22,6 +22,7 @@ import torch
 from fedproxy.config import RunConfig
 from fedproxy.data import load_benchmark
 from fedproxy.data.encode import Encoder, batches
+from fedproxy.eval.classify import confusion_matrix
 from fedproxy.modeling import load_pretrained, resolve_checkpoint
 from fedproxy.objectives import score_first_tokens
 from fedproxy.report import class_recall, format_recall
@@ -53,10 +54,6 @@ def fit_bias(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     return bias.detach()
 
 
-def confusion(pred: torch.Tensor, gold: torch.Tensor, n: int) -> list[list[int]]:
-    return torch.bincount(gold * n + pred, minlength=n * n).view(n, n).tolist()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", help="Hugging Face model directories (e.g. a run's fused_llm)")
@@ -77,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         encoder = Encoder(tok, bench, cfg.data.max_length)
         bias = fit_bias(*label_scores(model, encoder, bench.server_val))
         scores, gold = label_scores(model, encoder, test)
-        raw, cal = confusion(scores.argmax(1), gold, n), confusion((scores + bias).argmax(1), gold, n)
+        raw = confusion_matrix(gold, scores.argmax(1), n).tolist()
+        cal = confusion_matrix(gold, (scores + bias).argmax(1), n).tolist()
         acc = lambda c: sum(c[i][i] for i in range(n)) / len(test)  # noqa: E731
         out["models"][name] = {"bias": bias.tolist(), "accuracy": acc(raw), "accuracy_with_bias": acc(cal),
                                "confusion": raw, "confusion_with_bias": cal}

@@ -10,6 +10,11 @@ from ..data.encode import Encoder, batches
 from ..objectives import score_first_tokens, sequence_logprob
 
 
+def confusion_matrix(gold: torch.Tensor, predicted: torch.Tensor, n_cls: int) -> torch.Tensor:
+    """``[n_cls, n_cls]`` counts: row = gold class, column = predicted class."""
+    return torch.bincount(gold.cpu() * n_cls + predicted.cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
              batch_size: int = 32) -> dict:
@@ -33,8 +38,7 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
                 sequence_logprob(model, encoder.batch(chunk, True, [c] * len(chunk)).to(device))
                 for c in range(n_cls)
             ], dim=1)
-        pairs = gold.labels.cpu() * n_cls + scores.argmax(1).cpu()
-        confusion += torch.bincount(pairs, minlength=n_cls * n_cls).view(n_cls, n_cls)
+        confusion += confusion_matrix(gold.labels, scores.argmax(1), n_cls)
         nll_sum += float(nll.sum())
     n = max(1, len(examples))
     return {"accuracy": int(confusion.trace()) / n, "loss": nll_sum / n, "n": len(examples),

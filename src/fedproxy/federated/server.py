@@ -26,10 +26,6 @@ from .wire import decode_global, encode_global, nbytes, roundtrip
 log = logging.getLogger("fedproxy.server")
 
 
-def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
 def client_seed(seed: int, round_idx: int, client: int) -> int:
     return seed * 1_000_003 + round_idx * 1009 + client
 
@@ -91,7 +87,9 @@ class FederatedServer:
         if self.cfg.aggregator not in SECURE_AGGREGATORS:
             raise ConfigError(f"secure aggregation supports {SECURE_AGGREGATORS}, not '{self.cfg.aggregator}'")
         record = {"round": self.round + 1, "clients": sorted(clients), "rejected": [], "client_metrics": metrics,
-                  "bytes_down_per_client": tensor_bytes(self.params), "secure_aggregation": True, **(extra or {})}
+                  # SecAgg+ rounds send float32 whatever fed.wire_dtype says
+                  "bytes_down_per_client": nbytes(self.params, "float32"), "secure_aggregation": True,
+                  **(extra or {})}
         agg = None
         if clients:
             try:
