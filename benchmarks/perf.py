@@ -2,6 +2,7 @@
 
 Usage (the table in README.md and docs/results.md):
     python benchmarks/perf.py --steps 6 --out runs/perf.json
+    python benchmarks/perf.py --steps 6 --set bf16=true --out runs/perf_bf16.json   # bf16 autocast
     python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
     # the Flower rounds as before the float16 wire and the in-memory SuperLink (docs/results.md):
     python benchmarks/perf.py --flower-only --flower-clients 2 --flower-set fed.wire_dtype=float32 \
@@ -53,7 +54,7 @@ def _rss_mb() -> float:
 
 
 def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, steps: int, seed: int, batch: int,
-                  pack: bool, queue) -> None:
+                  pack: bool, overrides: list[str], queue) -> None:
     """Load only what a client would hold (the model in ``model_dir``) and time training steps."""
     import dataclasses
     import itertools
@@ -67,7 +68,7 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     from fedproxy.modeling import bf16_supported, blocks, load_pretrained, pick_device, snapshot
     from fedproxy.objectives import padding_fraction
 
-    cfg = RunConfig()
+    cfg = RunConfig().with_overrides(overrides)
     baseline_rss = _rss_mb()  # the Python + torch + transformers runtime, before any model
     model, tok = load_pretrained(model_dir)
     device = pick_device(cfg.device)
@@ -124,10 +125,12 @@ def prepare_models(workdir: Path, seed: int) -> dict[str, tuple[str, list[int] |
     return out
 
 
-def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, batch: int, pack: bool = True) -> dict:
+def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, batch: int, pack: bool = True,
+                 overrides: list[str] = ()) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_train_worker, args=(kind, model_dir, blocks_only, steps, seed, batch, pack, q))
+    p = ctx.Process(target=_train_worker, args=(kind, model_dir, blocks_only, steps, seed, batch, pack,
+                                                list(overrides), q))
     p.start()
     out = q.get()
     p.join()
@@ -154,7 +157,7 @@ def wire_bytes(up: dict, down: dict) -> dict:
     return {w: {"up": nbytes(up, w), "down": nbytes(down, w)} for w in WIRE_DTYPES}
 
 
-def server_costs(seed: int) -> dict:
+def server_costs(seed: int, overrides: list[str] = ()) -> dict:
     from fedproxy.aggregate import AGGREGATORS, AggOptions
     from fedproxy.compress import compress
     from fedproxy.config import RunConfig
@@ -163,7 +166,7 @@ def server_costs(seed: int) -> dict:
     from fedproxy.fuse import fuse_state
     from fedproxy.modeling import snapshot
 
-    cfg = RunConfig()
+    cfg = RunConfig().with_overrides(list(overrides))
     ctx = build_context(cfg, Path("/tmp"), progress=False)
     t0 = time.perf_counter()
     comp = compress(ctx.llm, ctx.server_text_batches(cfg.compress.distill_batch), cfg.compress, ctx.device, seed,
@@ -309,11 +312,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra proxy batch sizes to measure FLOP/s at (the default batch is always measured)")
     p.add_argument("--flower-clients", type=int, default=4, help="clients in the Flower overhead rounds (0 = skip)")
     p.add_argument("--flower-only", action="store_true", help="measure only the Flower overhead rounds")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config overrides for every measurement, e.g. bf16=true (bf16 autocast where the CPU "
+                        "has it; off by default)")
     p.add_argument("--flower-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides for the Flower rounds, e.g. fed.wire_dtype=float32")
+                   help="config overrides for the Flower rounds only, e.g. fed.wire_dtype=float32")
     p.add_argument("--superlink-sqlite", action="store_true",
                    help="keep the loopback SuperLink's state in an SQLite file instead of memory")
     args = p.parse_args(argv)
+    args.flower_set = [*args.overrides, *args.flower_set]
     if args.flower_only:
         with tempfile.TemporaryDirectory() as tmp:
             flower = _measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set,
@@ -325,23 +332,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from fedproxy.config import RunConfig
 
-    batch = RunConfig().fed.batch_size
+    batch = RunConfig().with_overrides(args.overrides).fed.batch_size
     peak = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     with tempfile.TemporaryDirectory() as tmp:
         models = prepare_models(Path(tmp), args.seed)
-        train = {k: run_isolated(k, d, only, args.steps, args.seed, batch) for k, (d, only) in models.items()}
+        sets = args.overrides
+        train = {k: run_isolated(k, d, only, args.steps, args.seed, batch, overrides=sets)
+                 for k, (d, only) in models.items()}
         d, only = models["proxy"]
-        sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b) for b in args.batch_sizes}
+        sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b, overrides=sets) for b in args.batch_sizes}
         # the same clients on right-padded batches (fed.pack=false), what packing gains
-        padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False)
+        padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False, overrides=sets)
                   for k in ("full-llm", "proxy")}
         flower = (_measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set, args.superlink_sqlite)
                   if args.flower_clients else None)
-    server = server_costs(args.seed)
+    server = server_costs(args.seed, args.overrides)
     ot = train["offsite-tuning"]
     adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
     server["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
-    result = {"seed": args.seed, "steps": args.steps, "threads": torch.get_num_threads(), "peak_matmul_flops": peak,
+    result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides, "threads": torch.get_num_threads(), "peak_matmul_flops": peak,
               "training": train, "padded_training": padded, "proxy_batch_sweep": sweep, "flower": flower, "server": server}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

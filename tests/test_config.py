@@ -31,6 +31,7 @@ def test_overrides_parse_json_values():
     ("fed.aggregator=fedprox", "needs fed.prox_mu > 0"),
     ("fed.logit_adjust=-1", "fed.logit_adjust must be >= 0"),
     ("fed.wire_dtype=bfloat16", "fed.wire_dtype must be one of"),
+    ("fed.label_softmax=labels", "fed.label_softmax must be one of"),
     ("fuse.scales=[]", "fuse.scales must be a non-empty list"),
     ("fuse.scales=[1.0, -2.0]", "fuse.scales must be a non-empty list of non-negative"),
     ("fuse.align_ridge=0", "fuse.align_ridge must be > 0"),
@@ -84,8 +85,9 @@ def test_every_key_has_help():
 
 def test_plain_fed_config_drops_fedproxy_client_extras():
     fed = RunConfig().with_overrides(["fed.aggregator=fedprox", "fed.prox_mu=0.1", "fed.logit_adjust=1.0",
-                                      "fed.keep_optimizer_state=true"]).fed
+                                      "fed.keep_optimizer_state=true", "fed.label_softmax=classes"]).fed
     plain = fed.plain(local_steps=7)  # from a FedProx config too: the baselines' own recipe is FedAvg
     assert (plain.aggregator, plain.prox_mu, plain.logit_adjust, plain.local_steps) == ("fedavg", 0.0, 0.0, 7)
     assert not plain.keep_optimizer_state and fed.keep_optimizer_state
+    assert (plain.label_softmax, fed.label_softmax) == ("vocab", "classes")
     assert (fed.aggregator, fed.prox_mu, fed.logit_adjust) == ("fedprox", 0.1, 1.0)

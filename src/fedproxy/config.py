@@ -98,6 +98,8 @@ class CompressConfig:
 SECURE_AGGREGATORS = ("fedavg", "fedavgm")
 # How parameters travel each round (fedproxy.federated.wire).
 WIRE_DTYPES = ("float32", "float16")
+# What the first token of a label continuation is trained against (fedproxy.objectives.label_loss).
+LABEL_SOFTMAX = ("vocab", "classes")
 
 
 @dataclass
@@ -131,6 +133,10 @@ class FedConfig:
     balance_classes: bool = _f(False, "each client draws class-balanced batches (a class uniformly among those "
                                       "it holds, then one of its examples), so rare classes are seen as often as "
                                       "common ones; a FedProxy client option")
+    label_softmax: str = _f("vocab", "what a label's first token is trained against: vocab (the whole vocabulary, "
+                                     "plain LM fine-tuning) or classes (only the classes' first tokens, as "
+                                     "they are scored), so no update goes to raising label tokens in "
+                                     "general; a FedProxy client option")
     fraction: float = _f(1.0, "fraction of clients sampled per round")
     min_clients: int = _f(1, "minimum clients per round")
     lora_r: int = _f(0, "LoRA rank on all proxy blocks (0 = full fine-tuning of the blocks)")
@@ -157,6 +163,8 @@ class FedConfig:
         _check(0.0 < self.lr_decay <= 1.0, f"fed.lr_decay must be in (0, 1], got {self.lr_decay}")
         _check(self.wire_dtype in WIRE_DTYPES, f"fed.wire_dtype must be one of {WIRE_DTYPES}, got '{self.wire_dtype}'")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
+        _check(self.label_softmax in LABEL_SOFTMAX,
+               f"fed.label_softmax must be one of {LABEL_SOFTMAX}, got '{self.label_softmax}'")
         _check(self.logit_adjust >= 0, f"fed.logit_adjust must be >= 0, got {self.logit_adjust}")
         _check(self.aggregator != "fedprox" or self.prox_mu > 0,
                "fed.aggregator=fedprox needs fed.prox_mu > 0 (the proximal term is trained on the clients)")
@@ -184,11 +192,12 @@ class FedConfig:
         """This config as the baselines train: FedAvg, without FedProxy's client extras.
 
         The extras (proximal term, logit adjustment, stateful client optimizers, class-balanced
-        batches) are FedProxy options, not part of the baselines' published recipes; ``changes``
-        are applied on top.
+        batches, the class softmax) are FedProxy options, not part of the baselines' published
+        recipes; ``changes`` are applied on top.
         """
         return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "logit_adjust": 0.0,
-                                            "keep_optimizer_state": False, "balance_classes": False, **changes})
+                                            "keep_optimizer_state": False, "balance_classes": False,
+                                            "label_softmax": "vocab", **changes})
 
 
 @dataclass
@@ -223,7 +232,9 @@ class RunConfig:
     )
     device: str = _f("auto", "'auto' (CUDA if present), 'cpu' or 'cuda'")
     threads: int = _f(0, "torch CPU threads (0 = all cores)")
-    bf16: bool = _f(True, "bf16 autocast for training where the hardware supports it")
+    bf16: bool = _f(False, "bf16 autocast for training where the hardware supports it (faster, but off by "
+                           "default: a client's whole update is about one bf16 step of the weights, so the "
+                           "rounding bends it; docs/results.md, 'bf16 autocast bends the update')")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)

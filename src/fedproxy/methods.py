@@ -12,6 +12,7 @@ from .compress import compress, load_proxy, save_proxy
 from .compress.base import ProxyMap, build_proxy
 from .context import RunContext
 from .federated import run_federation, trainable_names
+from .federated.client import class_tokens
 from .fuse import save_fused, select_fusion
 from .fuse.align import align_delta, input_grams
 from .modeling import blocks, load_params, snapshot
@@ -61,6 +62,7 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     ``align_ridge``, fusion also tries activation-aligned deltas (:mod:`fedproxy.fuse.align`).
     """
     t0 = time.perf_counter()
+    class_tokens(ctx.encoder, fed_cfg)  # a config this benchmark cannot train fails before compression
     work = ctx.method_dir(name)
     if keep is None:
         proxy, pmap, comp_info = make_proxy(ctx, compress_cfg, work)

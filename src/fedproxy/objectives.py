@@ -115,21 +115,32 @@ def _first_of_example(rows: torch.Tensor) -> torch.Tensor:
 
 
 def label_loss(model: nn.Module, batch: Encoded, prior_bias: dict[int, float] | None = None,
-               packed: bool = False) -> torch.Tensor:
+               packed: bool = False, class_tokens: list[int] | None = None) -> torch.Tensor:
     """Mean token cross-entropy of the label continuation (the fine-tuning objective).
 
     ``prior_bias`` (token id -> logit offset) is added to the logits of the label's first
     token only (logit adjustment, see :func:`fedproxy.federated.client.prior_bias`);
-    ``packed`` runs the backbone on packed rows (:func:`pack`).
+    ``packed`` runs the backbone on packed rows (:func:`pack`). With ``class_tokens`` (the
+    classes' distinct first tokens) a label's first token is trained with a softmax over those
+    tokens only, the way :func:`score_first_tokens` scores it; later label tokens keep the
+    whole vocabulary.
     """
     rows, cols, targets = _label_index(batch)
     logits = logits_at(model, batch, rows, cols, packed)
+    first = _first_of_example(rows)
     if prior_bias:
         offset = torch.zeros(logits.shape[-1], device=logits.device, dtype=logits.dtype)
         offset[torch.tensor(list(prior_bias), device=logits.device)] = torch.tensor(
             list(prior_bias.values()), device=logits.device, dtype=logits.dtype)
-        logits = logits + _first_of_example(rows)[:, None].to(logits.dtype) * offset
-    return F.cross_entropy(logits, targets)
+        logits = logits + first[:, None].to(logits.dtype) * offset
+    if class_tokens is None:
+        return F.cross_entropy(logits, targets)
+    cls = torch.tensor(class_tokens, device=logits.device)
+    per_token = F.cross_entropy(logits, targets, reduction="none")
+    # The target's index among the class tokens: every first label token is one of them.
+    cls_target = (targets[first, None] == cls).float().argmax(1)
+    per_token[first] = F.cross_entropy(logits[first][:, cls], cls_target, reduction="none")
+    return per_token.mean()
 
 
 @torch.no_grad()

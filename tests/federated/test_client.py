@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -40,6 +41,41 @@ def test_label_loss_offsets_only_the_first_label_token(tiny_ctx):
         assert float(label_loss(model, batch, bias)) == pytest.approx(float(F.cross_entropy(expected, targets)))
         assert float(label_loss(model, batch)) == pytest.approx(float(F.cross_entropy(logits, targets)))
         assert float(label_loss(model, batch, bias)) != pytest.approx(float(label_loss(model, batch)))
+
+
+def test_class_softmax_scores_first_tokens_among_the_classes_only(tiny_ctx):
+    enc, model = tiny_ctx.encoder, tiny_ctx.llm
+    batch = enc.batch(tiny_ctx.bench.train[0][:6], with_label=True)
+    classes = [t[0] for t in enc.label_tokens]
+    rows, cols, targets = _label_index(batch)
+    with torch.no_grad():
+        logits = logits_at(model, batch, rows, cols)
+        first = torch.ones_like(rows, dtype=torch.bool)
+        first[1:] = rows[1:] != rows[:-1]
+        per_token = F.cross_entropy(logits, targets, reduction="none")
+        for i in torch.nonzero(first).flatten().tolist():
+            restricted = logits[i, classes]
+            per_token[i] = -torch.log_softmax(restricted, 0)[classes.index(int(targets[i]))]
+        got = label_loss(model, batch, class_tokens=classes)
+        assert float(got) == pytest.approx(float(per_token.mean()), rel=1e-5)
+        # Over the classes only, a first token's loss is smaller than over the whole vocabulary.
+        assert float(got) < float(label_loss(model, batch))
+
+
+def test_class_softmax_needs_distinct_first_tokens(tiny_ctx):
+    import dataclasses
+
+    from fedproxy.errors import ConfigError
+    from fedproxy.federated.client import class_tokens
+
+    cfg = dataclasses.replace(tiny_ctx.cfg.fed, label_softmax="classes")
+    enc = tiny_ctx.encoder
+    assert class_tokens(enc, cfg) == [t[0] for t in enc.label_tokens]
+    assert class_tokens(enc, tiny_ctx.cfg.fed) is None
+    shared = copy.copy(enc)
+    shared.first_token_scoring = False
+    with pytest.raises(ConfigError, match="first tokens differ"):
+        class_tokens(shared, cfg)
 
 
 def _train(ctx, params, examples, steps, opt_state=None, **fed):

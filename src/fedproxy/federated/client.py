@@ -17,7 +17,7 @@ from ..compress.base import split_block_key
 from ..config import FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder, balanced_batches, infinite_batches
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..modeling import adamw, autocast, load_params, snapshot
 from ..objectives import label_loss
 
@@ -68,6 +68,16 @@ def prior_bias(examples: list[Example], encoder: Encoder, tau: float) -> dict[in
     return {tok[0]: tau * math.log(n_cls * c / total) for tok, c in zip(encoder.label_tokens, counts)}
 
 
+def class_tokens(encoder: Encoder, cfg: FedConfig) -> list[int] | None:
+    """The classes' first tokens when ``fed.label_softmax=classes`` (:func:`label_loss`), else None."""
+    if cfg.label_softmax != "classes":
+        return None
+    if not encoder.first_token_scoring:
+        raise ConfigError("fed.label_softmax=classes needs labels whose first tokens differ, and two of this "
+                          "benchmark's labels start with the same token; use fed.label_softmax=vocab")
+    return [t[0] for t in encoder.label_tokens]
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -98,6 +108,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     if opt_state:
         restore_moments(opt, params, opt_state)
     bias = prior_bias(examples, encoder, cfg.logit_adjust)
+    classes = class_tokens(encoder, cfg)
     rng = random.Random(seed)
     stream = (balanced_batches if cfg.balance_classes else infinite_batches)(examples, cfg.batch_size, rng)
     train_model.train()
@@ -106,7 +117,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     for _ in tqdm(range(cfg.local_steps), desc=progress, disable=progress is None, leave=False):
         batch = encoder.batch(next(stream), with_label=True).to(device)
         with autocast(device, bf16):
-            loss = label_loss(train_model, batch, bias, cfg.pack)
+            loss = label_loss(train_model, batch, bias, cfg.pack, classes)
         total = loss
         if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
             total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
