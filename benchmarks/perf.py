@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         train = {k: run_isolated(k, d, only, args.steps, args.seed, batch, overrides=sets)
                  for k, (d, only) in models.items()}
         d, only = models["proxy"]
-        sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b, overrides=sets) for b in args.batch_sizes}
+        sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b, overrides=sets)
+                 for b in args.batch_sizes}
         # the same clients on right-padded batches (fed.pack=false), what packing gains
         padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False, overrides=sets)
                   for k in ("full-llm", "proxy")}
@@ -350,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     ot = train["offsite-tuning"]
     adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
     server["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
-    result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides, "threads": torch.get_num_threads(), "peak_matmul_flops": peak,
-              "training": train, "padded_training": padded, "proxy_batch_sweep": sweep, "flower": flower, "server": server}
+    result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides, "threads": torch.get_num_threads(),
+              "peak_matmul_flops": peak, "training": train, "padded_training": padded, "proxy_batch_sweep": sweep,
+              "flower": flower, "server": server}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     full = train["full-llm"]
