@@ -37,18 +37,16 @@ def bf16_steps(weight: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
 
 def summarize(base: dict[str, torch.Tensor], runs: dict[str, dict[str, torch.Tensor]]) -> dict:
     out: dict = {"runs": {}, "cosine": {}}
+    norm = {name: sum(float(v.pow(2).sum()) for v in upd.values()) ** 0.5 for name, upd in runs.items()}
     for name, upd in runs.items():
-        sq = sum(float(v.pow(2).sum()) for v in upd.values())
-        wsq = sum(float(base[k].pow(2).sum()) for k in upd)
+        wnorm = sum(float(base[k].pow(2).sum()) for k in upd) ** 0.5
         steps = torch.cat([bf16_steps(base[k], v).flatten() for k, v in upd.items() if base[k].dim() == 2])
         sample = steps[torch.randperm(steps.numel(), generator=torch.Generator().manual_seed(0))[:2_000_000]]
-        out["runs"][name] = {"relative_norm": (sq / wsq) ** 0.5, "median_bf16_steps": float(sample.median()),
+        out["runs"][name] = {"relative_norm": norm[name] / wnorm, "median_bf16_steps": float(sample.median()),
                              "share_below_one_step": float((sample < 1).float().mean())}
     for a, b in itertools.combinations(runs, 2):
         dot = sum(float((runs[a][k] * runs[b][k]).sum()) for k in runs[a])
-        na = sum(float(v.pow(2).sum()) for v in runs[a].values()) ** 0.5
-        nb = sum(float(v.pow(2).sum()) for v in runs[b].values()) ** 0.5
-        out["cosine"][f"{a} vs {b}"] = dot / (na * nb)
+        out["cosine"][f"{a} vs {b}"] = dot / (norm[a] * norm[b])
     return out
 
 

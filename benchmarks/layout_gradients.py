@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from fedproxy.compress import load_proxy
 from fedproxy.config import RunConfig
 from fedproxy.data import load_benchmark
 from fedproxy.data.encode import Encoder
@@ -50,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not bf16_supported(torch.device("cpu")):
         raise SystemExit("this CPU has no bf16 support, so training runs in fp32 where the layouts agree")
     cfg = RunConfig()
-    proxy, _ = load_proxy(args.proxy_dir)
-    _, tok = load_pretrained(args.proxy_dir)
+    proxy, tok = load_pretrained(args.proxy_dir)  # the model and its tokenizer; the proxy map is not needed
     bench = load_benchmark(cfg.data, args.seed, server_text=False)
     enc = Encoder(tok, bench, cfg.data.max_length)
     names = [n for n, _ in proxy.named_parameters() if ".layers." in n]
