@@ -138,3 +138,16 @@ def test_packed_and_padded_training_take_the_same_steps(tiny_ctx):
     # Adam turns float-rounding differences of tiny gradients into ~1e-6 differences of its steps
     assert max(float((packed[n] - padded[n]).abs().max()) for n in names) < 5e-5
     assert max(float(padded[n].abs().max()) for n in names) > 1e-4  # the steps did move the model
+
+
+def test_update_is_the_parameter_change_and_no_gradient_outlives_training(tiny_ctx):
+    from fedproxy.federated import trainable_names
+    from fedproxy.modeling import snapshot
+
+    names = trainable_names(tiny_ctx.llm, tiny_ctx.cfg.fed)
+    start = snapshot(tiny_ctx.llm, names)
+    update = _train(tiny_ctx, start, tiny_ctx.bench.train[0][:4], 2)
+    after = snapshot(tiny_ctx.llm, names)
+    assert all(torch.equal(update[n], after[n] - start[n]) for n in names)
+    # Gradients the size of the trained tensors would otherwise sit on the model until its next use.
+    assert all(p.grad is None for p in tiny_ctx.llm.parameters())

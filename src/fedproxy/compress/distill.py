@@ -47,6 +47,7 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
         ids, mask = text_batches[rng.randrange(len(text_batches))]
         ids, mask = ids.to(device), mask.to(device)
         valid = mask.bool()
+        opt.zero_grad(set_to_none=True)  # before the forwards: see fedproxy.federated.client.local_train
         with torch.no_grad(), autocast(device, bf16):
             tout = llm(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         with autocast(device, bf16):
@@ -61,7 +62,6 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
                 # Normalised by the teacher's scale: residual streams grow with depth.
                 hid = hid + F.mse_loss(sh, th) / th.pow(2).mean().clamp_min(1e-6)
             loss = loss + cfg.hidden_weight * hid / len(teacher_idx)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()

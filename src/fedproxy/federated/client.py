@@ -18,7 +18,7 @@ from ..config import FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder, balanced_batches, infinite_batches
 from ..errors import ConfigError, ModelError
-from ..modeling import adamw, autocast, load_params, snapshot
+from ..modeling import adamw, autocast, load_params
 from ..objectives import label_loss
 
 
@@ -116,12 +116,14 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     t0 = time.perf_counter()
     for _ in tqdm(range(cfg.local_steps), desc=progress, disable=progress is None, leave=False):
         batch = encoder.batch(next(stream), with_label=True).to(device)
+        # Before the forward, not after: the last step's gradients then never coexist with this
+        # step's activations (each about the size of the trained tensors).
+        opt.zero_grad(set_to_none=True)
         with autocast(device, bf16):
             loss = label_loss(train_model, batch, bias, cfg.pack, classes)
         total = loss
         if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
             total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
-        opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
@@ -131,16 +133,20 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     if opt_state is not None:
         opt_state.clear()
         opt_state.update(saved_moments(opt, params))
+    # Gradients and AdamW moments are three copies of the trained tensors; free them before the
+    # update is built, so the client's peak is training's, not training's plus the update's.
+    opt.zero_grad(set_to_none=True)
+    del opt
     train_model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    if cfg.lora_r > 0:
+        update = {n: p.detach().float().cpu().clone() for n, p in params.items()}
+    else:  # straight from the parameters: a snapshot first would be one more copy
+        update = {n: params[n].detach().float().cpu() - global_params[n] for n in names}
     metrics = {"train_loss": sum(losses) / len(losses), "tokens_per_s": tokens / max(seconds, 1e-9),
                "train_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tokens": tokens}
-    if cfg.lora_r > 0:
-        factors = {n: p.detach().float().cpu().clone() for n, p in params.items()}
-        return ClientResult(factors, len(examples), metrics, kind="lora")
-    after = snapshot(model, names)
-    return ClientResult({n: after[n] - global_params[n] for n in names}, len(examples), metrics)
+    return ClientResult(update, len(examples), metrics, kind="lora" if cfg.lora_r > 0 else "dense")
 
 
 def saved_moments(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
