@@ -33,19 +33,33 @@ def test_class_recall_reads_the_confusion_rows():
     assert class_recall(confusion) == [0.75, None, 0.0]
 
 
+def _row(acc, **extra):
+    return {"accuracy": acc, "loss": 1.0, "wall_seconds": 1.0, "confusion": [[2, 1], [0, 3]],
+            "per_client": {"a": {"accuracy": acc}, "b": {"accuracy": acc}}, **extra}
+
+
+def _report(methods):
+    return {"seed": 0, "total_seconds": 2.0, "config": {"model": {"source": "tiny"}}, "environment": {"device": "cpu"},
+            "benchmark": {"name": "b", "labels": ["x", "y"], "clients": [{"name": "a"}, {"name": "b"}]},
+            "methods": methods}
+
+
 def test_report_tables_have_a_delimiter_cell_per_header_cell(tmp_path):
     from fedproxy.report import write_report
 
-    clients = [{"name": "a"}, {"name": "b"}]
-    row = lambda acc: {"accuracy": acc, "loss": 1.0, "wall_seconds": 1.0,  # noqa: E731
-                       "per_client": {"a": {"accuracy": acc}, "b": {"accuracy": acc}},
-                       "confusion": [[2, 1], [0, 3]]}
-    report = {"seed": 0, "total_seconds": 2.0, "config": {"model": {"source": "tiny"}},
-              "environment": {"device": "cpu"}, "benchmark": {"name": "b", "labels": ["x", "y"], "clients": clients},
-              "methods": {"zero-shot": row(0.4), "centralized": row(0.6)}}
+    report = _report({"zero-shot": _row(0.4), "centralized": _row(0.6)})
     lines = write_report(report, tmp_path).read_text().splitlines()
     delims = [i for i, line in enumerate(lines) if line.startswith("|---")]
     assert len(delims) == 2  # the methods table and the recall table
     for i in delims:
         assert lines[i].count("|") == lines[i - 1].count("|"), lines[i - 1]
     assert "| zero-shot | 0.67 | 1.00 |" in lines
+
+
+def test_report_says_which_plug_in_was_not_applied(tmp_path):
+    from fedproxy.report import write_report
+
+    report = _report({"fedproxy": _row(0.4, fusion={"scale": 0.0}), "offsite-tuning": _row(0.5, fusion={"scale": 2.0})})
+    text = write_report(report, tmp_path).read_text()
+    assert "- fedproxy: no delta beat the unchanged LLM" in text
+    assert "offsite-tuning: no delta" not in text

@@ -208,6 +208,9 @@ class FuseConfig:
     align: bool = _f(False, "also try activation-aligned deltas (fedproxy.fuse.align: each proxy layer's output "
                             "change refit to the LLM's inputs on server text) on server validation")
     align_ridge: float = _f(0.01, "ridge of the aligned fit, relative to the mean input energy")
+    keep_llm: bool = _f(True, "the unchanged LLM (scale 0) competes on server validation too, so FedProxy and "
+                              "Offsite-Tuning plug a delta in only where it beats the LLM as it is; the report "
+                              "says when none did (naive-plugin and FedAvg-LoRA keep their fixed recipes)")
 
     def __post_init__(self) -> None:
         _check(self.align_ridge > 0, f"fuse.align_ridge must be > 0, got {self.align_ridge}")

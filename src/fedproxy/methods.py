@@ -55,11 +55,12 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
                    blocks_only=None, keep=None, save: bool = True, shards=None,
-                   align_ridge: float | None = None) -> dict:
+                   align_ridge: float | None = None, keep_llm: bool = False) -> dict:
     """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate.
 
     ``shards`` replaces the clients' training data (default: ``ctx.bench.train``). With
-    ``align_ridge``, fusion also tries activation-aligned deltas (:mod:`fedproxy.fuse.align`).
+    ``align_ridge``, fusion also tries activation-aligned deltas (:mod:`fedproxy.fuse.align`);
+    with ``keep_llm``, the unchanged LLM competes on validation too (``fuse.keep_llm``).
     """
     t0 = time.perf_counter()
     class_tokens(ctx.encoder, fed_cfg)  # a config this benchmark cannot train fails before compression
@@ -98,7 +99,8 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     if keep_files:
         save_proxy(proxy, pmap, work / "proxy_tuned", ctx.tokenizer)
     t_fuse = time.perf_counter()
-    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy, aligned)
+    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy, aligned,
+                                   keep_llm)
     t_fuse = time.perf_counter() - t_fuse
     fused = ctx.evaluate(ctx.llm)
     if save:
@@ -125,7 +127,8 @@ def _align(c) -> float | None:
 def fedproxy_method(ctx: RunContext) -> dict:
     c = ctx.cfg
     return proxy_pipeline(ctx, "fedproxy", compress_cfg=c.compress, fed_cfg=c.fed,
-                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, align_ridge=_align(c))
+                          fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, align_ridge=_align(c),
+                          keep_llm=c.fuse.keep_llm)
 
 
 @METHODS.register("proxy-centralized")
@@ -143,7 +146,7 @@ def proxy_centralized(ctx: RunContext) -> dict:
                       min_clients=1, dp_noise=0.0, dp_clip=0.0, max_update_norm=0.0)
     return proxy_pipeline(ctx, "proxy-centralized", compress_cfg=c.compress, fed_cfg=fed,
                           fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, save=False, shards=[pooled],
-                          align_ridge=_align(c))
+                          align_ridge=_align(c), keep_llm=c.fuse.keep_llm)
 
 
 @METHODS.register("naive-plugin")

@@ -99,6 +99,10 @@ def write_report(report: dict, out: Path) -> Path:
             f" | {_mb(fed.get('bytes_up_per_client_per_round'))} | {_mb(fed.get('bytes_down_per_client_per_round'))}"
             f" | {r.get('trainable_params', 0):,} | {r['wall_seconds']:.0f} |"
         )
+    kept = [name for name, r in methods.items() if r.get("fusion", {}).get("scale") == 0]
+    if kept:
+        lines += [""] + [f"- {name}: no delta beat the unchanged LLM on server validation, so none was plugged "
+                         "in (`fuse.keep_llm`); its accuracy is the LLM's as it is." for name in kept]
     lines += _recall_lines(methods, report["benchmark"]["labels"])
     if report["checks"]:
         lines += ["", "| method | promise | measured | holds |", "|---|---|---|---|"]

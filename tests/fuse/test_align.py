@@ -51,7 +51,8 @@ def test_run_with_fuse_align_tries_both_deltas_on_validation(tiny_cfg, tmp_path)
     cfg = tiny_cfg.with_overrides(['methods=["fedproxy"]', "fuse.align=true", "fuse.scales=[1.0, 2.0]"])
     run(cfg, tmp_path, progress=False)
     fusion = json.loads((tmp_path / "results" / "fedproxy.json").read_text())["fusion"]
-    assert sorted((t["aligned"], t["scale"]) for t in fusion["trials"]) == [(False, 1.0), (False, 2.0),
+    # and the unchanged LLM once (fuse.keep_llm): scale 0 is the same model aligned or not
+    assert sorted((t["aligned"], t["scale"]) for t in fusion["trials"]) == [(False, 0.0), (False, 1.0), (False, 2.0),
                                                                             (True, 1.0), (True, 2.0)]
     best = max(t["val_accuracy"] for t in fusion["trials"])
     chosen = next(t for t in fusion["trials"] if (t["aligned"], t["scale"]) == (fusion["aligned"], fusion["scale"]))

@@ -35,4 +35,4 @@ def offsite_tuning(ctx) -> dict:
     fed = ctx.cfg.fed.plain(lora_r=0)
     return proxy_pipeline(ctx, "offsite-tuning", compress_cfg=None, fed_cfg=fed, keep=keep,
                           blocks_only=adapter_ids, fuse_variants=["source"], fuse_scales=ctx.cfg.fuse.scales,
-                          save=False)
+                          save=False, keep_llm=ctx.cfg.fuse.keep_llm)

@@ -23,23 +23,27 @@ def fuse_into(llm: torch.nn.Module, delta: dict[str, torch.Tensor], pmap: ProxyM
 
 
 def select_fusion(llm: torch.nn.Module, delta, pmap: ProxyMap, variants: list[str], scales: list[float],
-                  score: Callable[[torch.nn.Module], float], aligned=None) -> tuple[dict, list[dict]]:
+                  score: Callable[[torch.nn.Module], float], aligned=None,
+                  keep_llm: bool = False) -> tuple[dict, list[dict]]:
     """Try every (variant, scale) on server-side validation via ``score``; keep the best.
 
     With ``aligned`` (the delta after :func:`fedproxy.fuse.align.align_delta`) every
-    (variant, scale) is tried with it too. Leaves ``llm`` fused with the winner; returns the
-    recipe and the table of trials.
+    (variant, scale) is tried with it too. With ``keep_llm`` the LLM as it is (scale 0) is a
+    candidate as well, so a delta is plugged in only if it beats the unchanged LLM on
+    validation. Leaves ``llm`` fused with the winner; returns the recipe and the table of trials.
     """
     base = snapshot(llm)
     candidates = {False: delta, **({True: aligned} if aligned is not None else {})}
     trials = []
+    if keep_llm and 0 not in scales:  # scale 0 is the same model for every variant: score it once
+        trials.append({"variant": variants[0], "scale": 0.0, "aligned": False, "val_accuracy": score(llm)})
     for is_aligned, d in candidates.items():
         for variant in variants:
             for scale in scales:
                 load_params(llm, fuse_state(base, d, pmap, variant, scale))
                 trials.append({"variant": variant, "scale": scale, "aligned": is_aligned, "val_accuracy": score(llm)})
-    # Ties go to the plainer recipe: scale nearest 1, then the unaligned delta.
-    best = max(trials, key=lambda t: (t["val_accuracy"], -abs(t["scale"] - 1.0), not t["aligned"]))
+    # Ties go to a fused model, then to the plainer recipe: scale nearest 1, then the unaligned delta.
+    best = max(trials, key=lambda t: (t["val_accuracy"], t["scale"] > 0, -abs(t["scale"] - 1.0), not t["aligned"]))
     load_params(llm, fuse_state(base, candidates[best["aligned"]], pmap, best["variant"], best["scale"]))
     return {"variant": best["variant"], "scale": best["scale"], "aligned": best["aligned"]}, trials
 
