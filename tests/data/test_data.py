@@ -51,3 +51,14 @@ def test_encoder_truncates_and_marks_label_position(tiny_ctx):
     for i, lab in enumerate(batch.label_ids):
         p = int(batch.label_pos[i])
         assert batch.input_ids[i, p + 1 : p + 1 + len(lab)].tolist() == lab
+
+
+def test_describe_counts_the_labels_of_every_split():
+    cfg = DataConfig(benchmark="tiny-synthetic", num_clients=3, train_per_client=20, test_per_client=5)
+    bench = load_benchmark(cfg, seed=0)
+    info = bench.describe()
+    assert sum(info["server_val_label_counts"].values()) == len(bench.server_val)
+    for c, tr, te in zip(info["clients"], bench.train, bench.test):
+        assert sum(c["train_label_counts"].values()) == len(tr)
+        assert sum(c["test_label_counts"].values()) == len(te)
+        assert set(c["test_label_counts"]) <= set(bench.labels)

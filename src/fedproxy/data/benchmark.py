@@ -35,20 +35,21 @@ class Benchmark:
     server_text: list[str]
     meta: dict = field(default_factory=dict)
 
+    def label_counts(self, examples: list[Example]) -> dict[str, int]:
+        return {self.labels[k]: v for k, v in sorted(Counter(e.label for e in examples).items())}
+
     def describe(self) -> dict:
         return {
             "name": self.name,
             "labels": self.labels,
             "clients": [
-                {
-                    "name": n,
-                    "train": len(tr),
-                    "test": len(te),
-                    "train_label_counts": {self.labels[k]: v for k, v in sorted(Counter(e.label for e in tr).items())},
-                }
+                {"name": n, "train": len(tr), "test": len(te), "train_label_counts": self.label_counts(tr),
+                 "test_label_counts": self.label_counts(te)}
                 for n, tr, te in zip(self.client_names, self.train, self.test)
             ],
             "server_val": len(self.server_val),
+            # what the fusion scale is chosen on: a label mix unlike the test splits' misleads it
+            "server_val_label_counts": self.label_counts(self.server_val),
             "server_text": len(self.server_text),
             **self.meta,
         }
