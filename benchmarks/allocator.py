@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
-from perf import prepare_models, run_isolated
+from perf import median_figures, prepare_models, run_isolated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     summary = {}
     for kind, by in runs.items():
-        med = {s: {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_s", "peak_rss_mb", "runtime_rss_mb")}
-               for s, rs in by.items()}
+        med = {s: median_figures(rs) for s, rs in by.items()}
         for s, m in med.items():
             print(f"| {kind} | {s} | {m['tokens_per_s']:.0f} | {m['peak_rss_mb']:.0f} | "
                   f"{m['peak_rss_mb'] - m['runtime_rss_mb']:.0f} |")

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from perf import prepare_models
+from perf import median_figures, prepare_models
 
 ROOT = Path(__file__).resolve().parents[1]
 _CHILD = """
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for kind, by in runs.items():
         for label, rs in by.items():
-            med = {k: statistics.median(r[k] for r in rs) for k in ("tokens_per_s", "peak_rss_mb", "runtime_rss_mb")}
+            med = median_figures(rs)
             print(f"| {kind} | {label} | {med['tokens_per_s']:.0f} | {med['peak_rss_mb']:.0f} | "
                   f"{med['peak_rss_mb'] - med['runtime_rss_mb']:.0f} |")
     if args.out:

@@ -170,6 +170,11 @@ def combine_runs(runs: list[dict]) -> dict:
     return out
 
 
+def median_figures(runs: list[dict]) -> dict[str, float]:
+    """Median tokens/s, peak RSS and runtime RSS over processes of one configuration."""
+    return {k: statistics.median(r[k] for r in runs) for k in ("tokens_per_s", "peak_rss_mb", "runtime_rss_mb")}
+
+
 def lora_factors(model, r: int) -> dict[str, torch.Tensor]:
     """Shape-only (meta) tensors like the LoRA factors a client sends: A is r x in, B is out x r."""
     from fedproxy.federated.lora import LORA_TARGETS
