@@ -118,6 +118,8 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
                "processed_flops_per_s": tokens_per_s / (1 - padding) * flops_per_token,
                "padding_fraction": padding, "packed": pack,
                "trainable_params": sum(v.numel() for v in res.update.values()),
+               "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+               "trained_bytes": sum(v.numel() * v.element_size() for v in res.update.values()),
                "update_shapes": [list(v.shape) for v in res.update.values()],
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                "runtime_rss_mb": baseline_rss, "bf16_autocast": bf16, "mmap_threshold_pinned": pinned})
@@ -173,6 +175,24 @@ def combine_runs(runs: list[dict]) -> dict:
 def median_figures(runs: list[dict]) -> dict[str, float]:
     """Median tokens/s, peak RSS and runtime RSS over processes of one configuration."""
     return {k: statistics.median(r[k] for r in runs) for k in ("tokens_per_s", "peak_rss_mb", "runtime_rss_mb")}
+
+
+def memory_floor(full: dict, proxy: dict) -> dict:
+    """What an equal training recipe allows the proxy/full-LLM peak-RSS ratio to be.
+
+    A client's peak is about runtime + frozen weights + k x the trained tensors (the weights
+    themselves, the round's starting point, two AdamW moments, gradients or activations).
+    ``k`` is fitted on the full LLM and applied to the proxy. At keep ratio 0.5 the trained
+    part halves but the runtime and the frozen tied embedding, which both clients hold, do
+    not: the ratio stays above 0.5 for every k.
+    """
+    def fixed(r):
+        return r["runtime_rss_mb"] + (r["param_bytes"] - r["trained_bytes"]) / 2**20
+
+    copies = (full["peak_rss_mb"] - fixed(full)) / (full["trained_bytes"] / 2**20)
+    predicted = fixed(proxy) + copies * proxy["trained_bytes"] / 2**20
+    return {"copies": copies, "fixed_mb": fixed(proxy), "proxy_mb": predicted,
+            "ratio": predicted / full["peak_rss_mb"]}
 
 
 def lora_factors(model, r: int) -> dict[str, torch.Tensor]:
@@ -399,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     server["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
     result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides, "threads": torch.get_num_threads(),
               "peak_matmul_flops": peak, "training": train, "padded_training": padded, "proxy_batch_sweep": sweep,
-              "flower": flower, "server": server}
+              "flower": flower, "server": server, "memory_floor": memory_floor(train["full-llm"], train["proxy"])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     full = train["full-llm"]
@@ -420,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['train_flops_per_s'] / peak_used:.2f} | {r['processed_flops_per_s'] / peak_used:.2f} |")
     print(f"({args.repeats} processes each, tokens/s per process: "
           + "; ".join(f"{k} " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in train[k]["runs"]) for k in train) + ")")
+    floor = memory_floor(full, train["proxy"])
+    print(f"equal-recipe memory: runtime + frozen weights {floor['fixed_mb']:.0f} MB + {floor['copies']:.1f} copies "
+          f"of the trained tensors (fitted on the full LLM) predict the proxy at {floor['proxy_mb']:.0f} MB, "
+          f"{floor['ratio']:.2f} of the full LLM (measured "
+          f"{train['proxy']['peak_rss_mb'] / full['peak_rss_mb']:.2f}); above 0.5 for any number of copies")
     print(f"(packed rows; runtime RSS before loading a model: {full['runtime_rss_mb']:.0f} MB; padding "
           f"{train['proxy']['padding_fraction']:.0%} of processed tokens at batch {batch})")
     print("packed vs right-padded batches (padding " + f"{padded['proxy']['padding_fraction']:.0%}), tokens/s: " + ", ".join(
