@@ -37,12 +37,20 @@ def part_of(delta: dict, part: str) -> dict:
     return {k: v for k, v in delta.items() if any(tag in k for tag in PARTS[part])}
 
 
-def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> dict:
+def open_run(run: Path, scratch: str):
+    """A finished run's (report, context, proxy map, FedProxy delta, the LLM's own state).
+
+    The context rebuilds the run's LLM and data from its config; ``scratch`` names the folder
+    under ``run`` it may write to.
+    """
     report = json.loads((run / "report.json").read_text())
-    cfg = RunConfig.from_dict(report["config"])
-    ctx = build_context(cfg, run / "fusion_grid", progress=False)
+    ctx = build_context(RunConfig.from_dict(report["config"]), run / scratch, progress=False)
     _, pmap, delta = proxy_delta(run / "work" / "fedproxy" / "proxy", run / "work" / "fedproxy" / "proxy_tuned")
-    llm_state = snapshot(ctx.llm)
+    return report, ctx, pmap, delta, snapshot(ctx.llm)
+
+
+def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> dict:
+    report, ctx, pmap, delta, llm_state = open_run(run, "fusion_grid")
     rows = []
     for part in parts:
         for variant in variants:
@@ -56,7 +64,7 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",)) -> d
                 print(f"{run.name}: {part} {variant} x{scale:g}: val {rows[-1]['val_accuracy']:.3f} "
                       f"test {rows[-1]['test_accuracy']:.3f} (recall {recall})", flush=True)
     chosen = report["methods"]["fedproxy"]["fusion"]
-    return {"seed": cfg.seed, "chosen": {"variant": chosen["variant"], "scale": chosen["scale"]},
+    return {"seed": ctx.cfg.seed, "chosen": {"variant": chosen["variant"], "scale": chosen["scale"]},
             "chosen_test_accuracy": report["methods"]["fedproxy"]["accuracy"], "rows": rows}
 
 

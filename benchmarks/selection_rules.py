@@ -18,12 +18,11 @@ import argparse
 import json
 from pathlib import Path
 
-from fedproxy.api import proxy_delta
-from fedproxy.config import RunConfig
-from fedproxy.context import build_context
+from fusion_grid import open_run
+
 from fedproxy.eval.classify import evaluate
 from fedproxy.fuse import fuse_state
-from fedproxy.modeling import load_params, snapshot
+from fedproxy.modeling import load_params
 from fedproxy.report import class_recall
 
 # (name, score of a validation result; higher is better)
@@ -46,11 +45,7 @@ def pick(rows: list[dict], rule: str) -> dict:
 
 
 def study(run: Path, scales: list[float], variant: str) -> dict:
-    report = json.loads((run / "report.json").read_text())
-    cfg = RunConfig.from_dict(report["config"])
-    ctx = build_context(cfg, run / "selection_rules", progress=False)
-    _, pmap, delta = proxy_delta(run / "work" / "fedproxy" / "proxy", run / "work" / "fedproxy" / "proxy_tuned")
-    base = snapshot(ctx.llm)
+    _, ctx, pmap, delta, base = open_run(run, "selection_rules")
     rows = []
     for scale in scales:
         load_params(ctx.llm, fuse_state(base, delta, pmap, variant, scale))
@@ -61,7 +56,7 @@ def study(run: Path, scales: list[float], variant: str) -> dict:
         print(f"{run.name} x{scale:g}: val acc {val['accuracy']:.3f} nll {val['loss']:.3f} "
               f"bal {balanced_accuracy(val['confusion']):.3f} | test acc {test['accuracy']:.3f}", flush=True)
     picks = {rule: {"scale": (p := pick(rows, rule))["scale"], "test_accuracy": p["test_accuracy"]} for rule in RULES}
-    return {"run": str(run), "seed": cfg.seed, "variant": variant, "rows": rows, "picks": picks}
+    return {"run": str(run), "seed": ctx.cfg.seed, "variant": variant, "rows": rows, "picks": picks}
 
 
 def main() -> None:
