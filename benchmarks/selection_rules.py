@@ -21,7 +21,7 @@ from pathlib import Path
 from fusion_grid import open_run
 
 from fedproxy.eval.classify import evaluate
-from fedproxy.fuse import fuse_state
+from fedproxy.fuse import fuse_state, tie_break
 from fedproxy.modeling import load_params
 from fedproxy.report import class_recall
 
@@ -40,8 +40,8 @@ def balanced_accuracy(confusion: list[list[int]]) -> float:
 
 
 def pick(rows: list[dict], rule: str) -> dict:
-    """The row a rule chooses; ties go to a fused model nearest scale 1, as in ``select_fusion``."""
-    return max(rows, key=lambda r: (RULES[rule](r["val"]), r["scale"] > 0, -abs(r["scale"] - 1.0)))
+    """The row a rule chooses; ties are broken as ``select_fusion`` breaks them."""
+    return max(rows, key=lambda r: (RULES[rule](r["val"]), *tie_break(r)))
 
 
 def study(run: Path, scales: list[float], variant: str) -> dict:

@@ -12,7 +12,7 @@ from ..compress.base import ProxyMap
 from ..modeling import load_params, snapshot
 from .plugin import VARIANTS, fuse_state, map_delta
 
-__all__ = ["VARIANTS", "fuse_into", "fuse_state", "map_delta", "select_fusion", "save_fused"]
+__all__ = ["VARIANTS", "fuse_into", "fuse_state", "map_delta", "select_fusion", "save_fused", "tie_break"]
 
 
 def fuse_into(llm: torch.nn.Module, delta: dict[str, torch.Tensor], pmap: ProxyMap, variant: str = "source",
@@ -20,6 +20,12 @@ def fuse_into(llm: torch.nn.Module, delta: dict[str, torch.Tensor], pmap: ProxyM
     """Load ``llm`` with its fused weights (in place) and return it."""
     load_params(llm, fuse_state(snapshot(llm), delta, pmap, variant, scale))
     return llm
+
+
+def tie_break(trial: dict) -> tuple:
+    """How :func:`select_fusion` orders trials of equal validation score (larger wins): a fused
+    model before the unchanged LLM, then the plainer recipe: scale nearest 1, then the unaligned delta."""
+    return trial["scale"] > 0, -abs(trial["scale"] - 1.0), not trial.get("aligned", False)
 
 
 def select_fusion(llm: torch.nn.Module, delta, pmap: ProxyMap, variants: list[str], scales: list[float],
@@ -42,8 +48,7 @@ def select_fusion(llm: torch.nn.Module, delta, pmap: ProxyMap, variants: list[st
             for scale in scales:
                 load_params(llm, fuse_state(base, d, pmap, variant, scale))
                 trials.append({"variant": variant, "scale": scale, "aligned": is_aligned, "val_accuracy": score(llm)})
-    # Ties go to a fused model, then to the plainer recipe: scale nearest 1, then the unaligned delta.
-    best = max(trials, key=lambda t: (t["val_accuracy"], t["scale"] > 0, -abs(t["scale"] - 1.0), not t["aligned"]))
+    best = max(trials, key=lambda t: (t["val_accuracy"], *tie_break(t)))
     load_params(llm, fuse_state(base, candidates[best["aligned"]], pmap, best["variant"], best["scale"]))
     return {"variant": best["variant"], "scale": best["scale"], "aligned": best["aligned"]}, trials
 
