@@ -1,7 +1,14 @@
-"""Run `fedproxy run` for several seeds and print mean ± std per method.
+"""Run `fedproxy run` for several seeds; summarize with paired 95% bootstrap CIs and harm counts.
 
-Usage (the table in docs/results.md):
-    python benchmarks/seeds.py --seeds 0 1 2 --out runs/seeds -- --set fed.rounds=3
+Usage (the committed summaries in benchmarks/results/):
+    python benchmarks/seeds.py --seeds 0 1 2 --out runs/seeds --resume \
+        --results benchmarks/results/multiemo-domains.json -- --set 'methods=[...]'
+
+Every comparison is a paired difference over seeds x test examples (the same examples for
+every method of a seed), with a 95% bootstrap CI (fedproxy.eval.stats); so is the share of the
+centralized gain. "harm" counts the shipped fused models (fedproxy, offsite-tuning,
+proxy-centralized) below zero-shot by more than one standard error, and those whose test
+predictions fail the collapse guard (fedproxy.eval.guard).
 
 With `--summary-only` nothing runs: the reports already in <out>/seed<N> are summarized.
 `--merge 'runs/pc_s{seed}'` adds the methods of other runs of the same seeds (e.g. a diagnostic
@@ -19,21 +26,91 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.eval.guard import Acceptance, per_example
+from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
+
+
+# Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
+SELECTING = ("fedproxy", "offsite-tuning", "proxy-centralized")
+
+
+def per_example_scores(result: dict, clients: list[str]) -> np.ndarray:
+    """One method's per-example test scores, clients in benchmark order (1/0 correct for accuracy)."""
+    out = []
+    for c in clients:
+        ev = result["per_client"][c]
+        if "scores" not in ev and "predictions" not in ev:
+            raise SystemExit("this report has no per-example test tables (made before they were recorded); "
+                             "rerun the seed with the current version")
+        out += per_example(ev)
+    return np.asarray(out, dtype=float)
+
+
+def pooled_eval(result: dict, clients: list[str]) -> dict:
+    ev = {"predictions": [], "gold": []}
+    for c in clients:
+        ev["predictions"] += result["per_client"][c]["predictions"]
+        ev["gold"] += result["per_client"][c]["gold"]
+    return ev
 
 
 def summarize(reports: list[dict]) -> dict:
-    methods = reports[0]["methods"]
-    out = {}
-    for name in methods:
-        accs = [r["methods"][name]["accuracy"] for r in reports]
-        gains = [r["methods"][name].get("gain_recovered") for r in reports]
-        gains = [g for g in gains if g is not None]
-        out[name] = {"accuracy_mean": statistics.mean(accs), "accuracy_std": statistics.pstdev(accs),
-                     "gain_recovered_mean": statistics.mean(gains) if gains else None, "accuracies": accs}
-        proxy = [r["methods"][name].get("proxy_after_fl", {}).get("accuracy") for r in reports]
-        if all(p is not None for p in proxy):
-            out[name]["proxy_alone_mean"] = statistics.mean(proxy)
+    """Per-method means and per-seed scores, paired differences and the gain share with 95% bootstrap
+    CIs over seeds x test examples, and the harm counts (``benchmarks/results/<benchmark>.json``)."""
+    clients = [c["name"] for c in reports[0]["benchmark"]["clients"]]
+    names = list(reports[0]["methods"])
+    scores = {n: [per_example_scores(r["methods"][n], clients) for r in reports] for n in names}
+    if all("proxy_after_fl" in r["methods"].get("fedproxy", {}) for r in reports):
+        scores["proxy-alone"] = [per_example_scores(r["methods"]["fedproxy"]["proxy_after_fl"], clients)
+                                 for r in reports]
+    methods = {}
+    for n in names:
+        rows = [r["methods"][n] for r in reports]
+        per_seed = [float(x.mean()) for x in scores[n]]
+        fed = [row.get("federation", {}) for row in rows]
+        methods[n] = {"score": {"mean": statistics.mean(per_seed), "std": statistics.pstdev(per_seed),
+                                "per_seed": per_seed},
+                      "examples_seen": statistics.mean(row.get("examples_seen", f.get("examples_seen", 0))
+                                                       for row, f in zip(rows, fed)),
+                      "rounds": statistics.mean(f.get("rounds", 0) for f in fed),
+                      "wall_s": statistics.mean(row.get("wall_seconds", 0.0) for row in rows)}
+        if any("fusion" in row for row in rows):
+            methods[n]["shipped"] = [row.get("fusion", {}).get("decision", {}).get("shipped") for row in rows]
+            methods[n]["flagged_rounds"] = [f.get("flagged_rounds", []) for f in fed]
+        if "proxy_after_fl" in rows[0]:
+            methods[n]["proxy_alone"] = statistics.mean(row["proxy_after_fl"]["accuracy"] for row in rows)
+    if "fedproxy" in methods:
+        methods["fedproxy"]["aggregator"] = reports[0]["config"]["fed"]["aggregator"]
+    if "offsite-tuning" in methods:  # today's emulator is an undistilled uniform layer drop
+        methods["offsite-tuning"]["emulator_distilled"] = False
+    out = {"methods": methods, "paired": {}, "gain_recovered": {}}
+    pairs = [("fedproxy", "offsite-tuning"), ("fedproxy", "proxy-alone"), ("fedproxy", "zero-shot"),
+             ("centralized", "fedproxy"), ("proxy-centralized", "fedproxy"), ("centralized-kept", "proxy-centralized")]
+    for a, b in pairs:
+        if a in scores and b in scores:
+            out["paired"][f"{a} - {b}"] = paired_ci(scores[a], scores[b])
+    if all(k in scores for k in ("fedproxy", "zero-shot", "centralized")):
+        out["gain_recovered"] = {"method": "fedproxy", **gain_ci(scores["fedproxy"], scores["zero-shot"],
+                                                                 scores["centralized"])}
+        out["gain_recovered_by_method"] = {
+            n: gain_ci(scores[n], scores["zero-shot"], scores["centralized"])
+            for n in names if n not in ("zero-shot", "centralized")}
+    harm = {"seeds_below_zero_shot": 0, "collapsed_shipped": 0, "by_method": {}}
+    if "zero-shot" in scores:
+        guard = Acceptance()
+        for n in (m for m in SELECTING if m in scores):
+            below = [i for i in range(len(reports)) if below_by_one_se(scores[n][i], scores["zero-shot"][i])]
+            collapsed = [i for i, r in enumerate(reports)
+                         if guard.collapse(pooled_eval(r["methods"][n], clients),
+                                           pooled_eval(r["methods"]["zero-shot"], clients))]
+            harm["by_method"][n] = {"seeds_below_zero_shot": [reports[i]["seed"] for i in below],
+                                    "collapsed_shipped": [reports[i]["seed"] for i in collapsed]}
+            harm["seeds_below_zero_shot"] += len(below)
+            harm["collapsed_shipped"] += len(collapsed)
+    out["harm"] = harm
     return out
 
 
@@ -64,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--summary-only", action="store_true",
                    help="run nothing: summarize the report.json already in <out>/seed<N> (e.g. links to runs made "
                         "with `fedproxy run --set seed=N`)")
+    p.add_argument("--results", default="", metavar="FILE",
+                   help="also write the summary here, e.g. benchmarks/results/multiemo-domains.json (committed)")
+    p.add_argument("--name", default="", help="the benchmark's name in the summary (default: the report's)")
     p.add_argument("--merge", nargs="*", default=[], metavar="PATTERN",
                    help="run folders whose methods join the summary, with {seed} for the seed, e.g. 'runs/pc_s{seed}'")
     args = p.parse_args(own)
@@ -85,18 +165,38 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             report = merge(report, json.loads(other.read_text()))
         reports.append(report)
-    summary = {"seeds": args.seeds, "command": " ".join(["python benchmarks/seeds.py", *argv]),
-               "methods": summarize(reports)}
+    first = reports[0]
+    summary = {"benchmark": args.name or first["benchmark"]["name"], "metric": "accuracy",
+               "command": " ".join(["python benchmarks/seeds.py", *argv]), "seeds": args.seeds,
+               "test_examples": sum(c["test"] for c in first["benchmark"]["clients"]),
+               "config": {k: first["config"][k] for k in ("model", "data", "fed", "fuse")},
+               **summarize(reports)}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2))
-    print("| method | accuracy (mean ± std) | per seed | gain recovered | proxy alone |")
-    print("|---|---|---|---|---|")
-    for name, m in summary["methods"].items():
-        g = m["gain_recovered_mean"]
-        pa = m.get("proxy_alone_mean")
-        print(f"| {name} | {m['accuracy_mean']:.3f} ± {m['accuracy_std']:.3f} | "
-              f"{', '.join(f'{a:.3f}' for a in m['accuracies'])} | "
-              f"{'-' if g is None else f'{100 * g:.0f}%'} | {'-' if pa is None else f'{pa:.3f}'} |")
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_summary(summary))
     return 0
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as Markdown: one row per method, then the paired differences and the harm counts."""
+    lines = ["| method | score (mean ± std) | per seed | gain recovered [95% CI] | proxy alone | shipped |",
+             "|---|---|---|---|---|---|"]
+    gains = summary.get("gain_recovered_by_method", {})
+    for name, m in summary["methods"].items():
+        s, g = m["score"], gains.get(name)
+        gain = "-" if g is None else f"{100 * g['mean']:.0f}% [{100 * g['ci95'][0]:.0f}, {100 * g['ci95'][1]:.0f}]"
+        pa = m.get("proxy_alone")
+        lines.append(f"| {name} | {s['mean']:.3f} ± {s['std']:.3f} | {', '.join(f'{a:.3f}' for a in s['per_seed'])} "
+                     f"| {gain} | {'-' if pa is None else f'{pa:.3f}'} | {', '.join(map(str, m.get('shipped', []))) or '-'} |")
+    lines += ["", "| paired difference | mean | 95% CI |", "|---|---|---|"]
+    lines += [f"| {k} | {v['mean']:+.3f} | [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] |"
+              for k, v in summary["paired"].items()]
+    h = summary["harm"]
+    lines += ["", f"harm: {h['seeds_below_zero_shot']} shipped models below zero-shot by more than one standard "
+                  f"error, {h['collapsed_shipped']} collapsed ({json.dumps(h['by_method'])})"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,19 @@ def test_report_says_which_plug_in_was_not_applied(tmp_path):
     text = write_report(report, tmp_path).read_text()
     assert "- fedproxy: no delta beat the unchanged LLM" in text
     assert "offsite-tuning: no delta" not in text
+
+
+def test_report_gives_each_plug_in_decision_and_flagged_round(tmp_path):
+    from fedproxy.report import write_report
+
+    decision = {"shipped": "unchanged LLM", "why": "x1 was not shown better: +0.005 on 200 validation examples",
+                "rejected": [{"variant": "source", "scale": 1.0, "aligned": False,
+                              "reason": "rejected: not shown better than the unchanged LLM"}]}
+    checks = [{"flagged": False}, {"flagged": True, "collapse": ["predicts 'negative' for 190 of 200 examples"],
+                                   "change": -0.2, "drop_p": 0.001, "rolled_back": True}]
+    report = _report({"fedproxy": _row(0.4, fusion={"scale": 0.0, "decision": decision},
+                                       federation={"round_checks": checks})})
+    text = write_report(report, tmp_path).read_text()
+    assert "- fedproxy: **unchanged LLM** shipped. x1 was not shown better: +0.005 on 200 validation examples." in text
+    assert "  - rejected x1 source: not shown better than the unchanged LLM" in text
+    assert "- fedproxy, round 2: the global proxy predicts 'negative' for 190 of 200 examples — rolled back" in text

@@ -53,7 +53,9 @@ class DataConfig:
     dirichlet_alpha: float = _f(0.5, "Dirichlet concentration for partition='dirichlet' (smaller = more skew)")
     train_per_client: int = _f(160, "training examples per client")
     test_per_client: int = _f(100, "test examples per client")
-    server_val: int = _f(96, "labelled server-side validation examples (fusion scale selection)")
+    server_val: int = _f(200, "labelled server-side validation examples: the plug-in's acceptance test "
+                              "(fuse.accept_alpha), its scale, and the server's round checks; fewer examples "
+                              "make the test reject more real gains")
     server_text: int = _f(192, "server calibration/distillation texts (public, never client data)")
     max_length: int = _f(80, "maximum tokens per example (prompt + label)")
 
@@ -104,7 +106,16 @@ LABEL_SOFTMAX = ("vocab", "classes")
 
 @dataclass
 class FedConfig:
-    rounds: int = _f(3, "federated rounds")
+    rounds: int = _f(3, "federated rounds (the cap when patience > 0)")
+    patience: int = _f(0, "run to convergence: stop once the server-validation score (the fused LLM at x1 when "
+                          "fed.curve is on, else the global proxy) has not improved for this many rounds, and "
+                          "keep the best round; 0 = run exactly fed.rounds and keep the last")
+    curve: bool = _f(False, "after every round also score the global proxy on the test splits and the fused LLM "
+                            "(variant source, x1) on validation and test, for the report's learning curve")
+    rollback: bool = _f(False, "discard a round that makes the global proxy collapse on server validation (the "
+                               "fuse.guard_* rule) or fall below the round before (paired test at "
+                               "fuse.accept_alpha, or 0.05 when that is 0): the next round starts from the "
+                               "previous global model; flagged rounds are reported either way")
     local_steps: int = _f(10, "optimizer steps per client per round")
     batch_size: int = _f(8, "client batch size")
     lr: float = _f(2e-4, "client learning rate (AdamW)")
@@ -157,6 +168,7 @@ class FedConfig:
 
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, f"fed.rounds must be >= 1, got {self.rounds}")
+        _check(self.patience >= 0, f"fed.patience must be >= 0, got {self.patience}")
         _check(self.local_steps >= 1, f"fed.local_steps must be >= 1, got {self.local_steps}")
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.centralized_lr > 0, "fed.lr and fed.centralized_lr must be > 0")
@@ -212,7 +224,21 @@ class FuseConfig:
                               "Offsite-Tuning plug a delta in only where it beats the LLM as it is; the report "
                               "says when none did (naive-plugin and FedAvg-LoRA keep their fixed recipes)")
 
+    accept_alpha: float = _f(0.05, "do no harm: a plug-in replaces the unchanged LLM only when a paired one-sided "
+                                   "test on server validation shows it better at this level (exact McNemar for "
+                                   "accuracy), candidates tested in a fixed order so the level holds for the whole "
+                                   "choice (fedproxy.fuse.select_fusion); 0 = off: the best validation score wins, "
+                                   "the unchanged LLM competing when keep_llm is on")
+    guard_share: float = _f(0.8, "collapse guard: reject a candidate (a plug-in, or a new global proxy) that "
+                                 "predicts one class for this share of validation examples or more (unless the "
+                                 "gold labels are that concentrated), or one output text for generation")
+    guard_recall: float = _f(0.1, "collapse guard: reject a candidate with zero recall on a class that the "
+                                  "model it would replace recalls at this level or more on validation")
+
     def __post_init__(self) -> None:
+        _check(0.0 <= self.accept_alpha < 0.5, f"fuse.accept_alpha must be in [0, 0.5), got {self.accept_alpha}")
+        _check(0.0 < self.guard_share <= 1.0, f"fuse.guard_share must be in (0, 1], got {self.guard_share}")
+        _check(0.0 < self.guard_recall <= 1.0, f"fuse.guard_recall must be in (0, 1], got {self.guard_recall}")
         _check(self.align_ridge > 0, f"fuse.align_ridge must be > 0, got {self.align_ridge}")
         _check(self.variant in ("source", "share", "interpolate", "auto"),
                f"fuse.variant must be 'source', 'share', 'interpolate' or 'auto', got '{self.variant}'")

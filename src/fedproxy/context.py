@@ -14,6 +14,7 @@ from .config import RunConfig
 from .data import Benchmark, load_benchmark
 from .data.encode import Encoder, batches
 from .eval import evaluate, evaluate_clients
+from .eval.guard import Acceptance
 from .modeling import (bf16_supported, load_params, load_pretrained, pick_device, resolve_checkpoint, set_threads,
                        snapshot, tiny_model, tiny_tokenizer)
 
@@ -32,6 +33,7 @@ class RunContext:
     resume: bool = False
     progress: bool = True
     llm_state: dict = field(default_factory=dict)
+    _llm_evals: dict = field(default_factory=dict)
 
     @property
     def bf16(self) -> bool:
@@ -41,7 +43,27 @@ class RunContext:
         return evaluate_clients(model, self.encoder, self.bench.test, self.bench.client_names, self.device)
 
     def val_accuracy(self, model: torch.nn.Module) -> float:
-        return evaluate(model, self.encoder, self.bench.server_val, self.device)["accuracy"]
+        return self.val_eval(model)["accuracy"]
+
+    def llm_eval(self, split: str) -> dict:
+        """The unchanged LLM on ``split`` ('test': every client's test split, 'val'), computed once per run.
+
+        Zero-shot, every plug-in decision's baseline and every method that ships the LLM as it is
+        share it, so the LLM is never evaluated twice on the same examples.
+        """
+        if split not in self._llm_evals:
+            self.restore_llm()
+            self._llm_evals[split] = self.evaluate(self.llm) if split == "test" else self.val_eval(self.llm)
+        return self._llm_evals[split]
+
+    def val_eval(self, model: torch.nn.Module) -> dict:
+        """``model`` on the server's validation examples, with the per-example tables."""
+        return evaluate(model, self.encoder, self.bench.server_val, self.device)
+
+    def acceptance(self) -> Acceptance:
+        """The do-no-harm rule of this run (``fuse.accept_alpha`` and ``fuse.guard_*``)."""
+        f = self.cfg.fuse
+        return Acceptance(f.accept_alpha or 0.05, f.guard_share, f.guard_recall, tuple(self.bench.labels))
 
     def server_text_batches(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Calibration/distillation batches; the last quarter of server text is held out."""

@@ -250,13 +250,15 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
 
 
 def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, tokenizer, num_clients: int, out: Path,
-                       resume: bool = False, context: Context | None = None, blocks_only: list[int] | None = None):
+                       resume: bool = False, context: Context | None = None, blocks_only: list[int] | None = None,
+                       monitor=None, guard=None):
     """FedProxy rounds over a Flower Grid; returns the :class:`FederatedServer` after the last round.
 
     With ``resume`` the server continues after the last round in ``out/flower_server.pt``
     (same final result as an uninterrupted run with the same seed). Clients that fail or do
     not answer within ``fed.round_timeout`` seconds are left out of that round. With
     ``fed.secagg`` each round runs Flower's SecAgg+ protocol (needs the ServerApp ``context``).
+    ``monitor`` and ``guard`` are the server's round checks (:class:`fedproxy.federated.FederatedServer`).
     Every message is recorded in ``out/message_audit.json``.
     """
     from .federated import ClientResult, FederatedServer, trainable_names
@@ -266,7 +268,7 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
     names = trainable_names(proxy, cfg.fed, blocks_only)
     all_params = snapshot(proxy)
     frozen = {k: v for k, v in all_params.items() if k not in names}
-    server = FederatedServer({k: all_params[k] for k in names}, cfg.fed, cfg.seed, num_clients)
+    server = FederatedServer({k: all_params[k] for k in names}, cfg.fed, cfg.seed, num_clients, monitor, guard)
     # What nodes keep for the whole run: the frozen tensors, and round 0's trainable ones when
     # the global model travels as its float16 change since then (SecAgg+ rounds send float32).
     if cfg.fed.wire_dtype != "float32" and not cfg.fed.secagg:
@@ -288,7 +290,7 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
     if cfg.fed.secagg and context is None:
         raise ConfigError("fed.secagg needs the ServerApp context; call serve(..., context=context)")
     wire = AuditGrid(grid, audit)
-    while server.round < cfg.fed.rounds:
+    while not server.done():
         r = wire.round = server.round
         t0 = time.perf_counter()
         sampled = {c: parts[c] for c in server.sample(r) if c in parts}
@@ -341,7 +343,7 @@ def server_main(grid: Grid, context: Context) -> None:
 
 
 def simulate(cfg: RunConfig, proxy: torch.nn.Module, tokenizer, num_clients: int, out: Path,
-             resume: bool = False, blocks_only: list[int] | None = None):
+             resume: bool = False, blocks_only: list[int] | None = None, monitor=None, guard=None):
     """Federate ``proxy`` in Flower's Simulation Engine (one Ray actor per client at a time).
 
     Same rounds, same result as the in-process path for the same seed, but every update
@@ -355,7 +357,7 @@ def simulate(cfg: RunConfig, proxy: torch.nn.Module, tokenizer, num_clients: int
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
         done["server"] = federate_over_grid(grid, cfg, proxy, tokenizer, num_clients, out, resume, context,
-                                            blocks_only)
+                                            blocks_only, monitor, guard)
 
     cpus = os.cpu_count() or 1  # one client at a time with all cores, like the in-process path
     run_simulation(server_app=app, client_app=client_app, num_supernodes=num_clients,

@@ -4,6 +4,8 @@ baselines are in :mod:`fedproxy.baselines`. Each method is ``fn(ctx) -> result d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import random
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ from .compress.base import ProxyMap, build_proxy
 from .context import RunContext
 from .federated import run_federation, trainable_names
 from .federated.client import class_tokens
-from .fuse import save_fused, select_fusion
+from .fuse import fuse_into, save_fused, select_fusion
 from .fuse.align import align_delta, input_grams
 from .modeling import blocks, load_params, snapshot
 from .registry import Registry
@@ -38,6 +40,13 @@ def fed_summary(server) -> dict:
         "round_seconds": [r.get("round_seconds") for r in hist],
         "secure_aggregation": any(r.get("secure_aggregation", False) for r in hist),
         "round_train_loss": [r.get("train_loss") for r in hist],
+        # Server checks of each round's global proxy: validation score, collapse, drop, rollback,
+        # and with fed.curve the learning curve (fedproxy.federated.server.FederatedServer._check).
+        "round_checks": [r["check"] for r in hist if "check" in r],
+        "flagged_rounds": [r["round"] for r in hist if r.get("check", {}).get("flagged")],
+        "rolled_back_rounds": [r["round"] for r in hist if r.get("check", {}).get("rolled_back")],
+        "best_round": server.best["round"] if server.cfg.patience else len(hist),
+        "examples_seen": sum(m.get("examples_seen", 0) for r in hist for m in r["client_metrics"].values()),
         "privacy": server.privacy(),
     }
 
@@ -48,8 +57,18 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
         proxy, pmap = load_proxy(Path(compress_cfg.proxy_dir))
         pmap.check_llm(ctx.llm)
         return proxy.to(ctx.device), pmap, {"method": "loaded", "proxy_dir": compress_cfg.proxy_dir, "keep": pmap.keep}
+    # Methods of one run that compress alike (fedproxy, proxy-centralized) share one proxy.
+    key = hashlib.sha256(json.dumps([dataclasses.asdict(compress_cfg), ctx.cfg.seed, ctx.bf16],
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    shared = ctx.out / "work" / "compressed" / key
+    if (shared / "compress_info.json").is_file():
+        proxy, pmap = load_proxy(shared)
+        info = json.loads((shared / "compress_info.json").read_text())
+        return proxy.to(ctx.device), pmap, {**info, "shared_from": str(shared)}
     comp = compress(ctx.llm, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg, ctx.device,
                     ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress)
+    save_proxy(comp.proxy, comp.pmap, shared, ctx.tokenizer)
+    (shared / "compress_info.json").write_text(json.dumps(comp.info))  # written last: marks the copy complete
     return comp.proxy, comp.pmap, comp.info
 
 
@@ -75,17 +94,19 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     keep_files = save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
+    monitor = round_monitor(ctx, proxy, pmap, fed_cfg.curve)
     if fed_cfg.engine == "simulation":
         from .flower_app import simulate  # Flower and Ray load only when asked for
 
         run_cfg = dataclasses.replace(ctx.cfg, fed=fed_cfg)
         server = simulate(run_cfg, proxy, ctx.tokenizer, len(ctx.bench.train), work / "flower", ctx.resume,
-                          blocks_only)
+                          blocks_only, monitor, ctx.acceptance())
     else:
         names = trainable_names(proxy, fed_cfg, blocks_only)
         server = run_federation(proxy, snapshot(proxy, names), shards or ctx.bench.train, ctx.encoder, fed_cfg,
                                 ctx.device, ctx.cfg.seed, ctx.bf16, ckpt_dir=work, resume=ctx.resume,
-                                progress=ctx.progress, desc=f"{name}: rounds")
+                                progress=ctx.progress, desc=f"{name}: rounds", monitor=monitor,
+                                guard=ctx.acceptance())
     delta = server.total_delta()
     aligned, t_align = None, time.perf_counter()
     if align_ridge is not None:  # input statistics of the proxy as it was sent, before any client trained it
@@ -94,15 +115,16 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         aligned = align_delta(delta, grams, align_ridge)
         del grams
     t_align = time.perf_counter() - t_align
-    load_params(proxy, server.params)
+    load_params(proxy, server.result())
     proxy_after = ctx.evaluate(proxy)
     if keep_files:
         save_proxy(proxy, pmap, work / "proxy_tuned", ctx.tokenizer)
     t_fuse = time.perf_counter()
-    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_accuracy, aligned,
-                                   keep_llm)
+    accept = ctx.acceptance() if keep_llm and ctx.cfg.fuse.accept_alpha > 0 else None
+    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_eval, aligned,
+                                   keep_llm, accept, ctx.llm_eval("val") if keep_llm else None)
     t_fuse = time.perf_counter() - t_fuse
-    fused = ctx.evaluate(ctx.llm)
+    fused = ctx.llm_eval("test") if recipe["scale"] == 0 else ctx.evaluate(ctx.llm)
     if save:
         save_fused(ctx.llm, ctx.tokenizer, {**recipe, "proxy_map": pmap.keep, "method": name}, work / "fused_llm")
     ctx.restore_llm()
@@ -116,6 +138,30 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         "fusion": {**recipe, "trials": trials, "seconds": t_fuse + t_align},
         "federation": fed_summary(server),
     }
+
+
+def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool):
+    """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
+
+    Scores the proxy on server validation; with ``curve`` also the proxy on the test splits and
+    the fused LLM (variant source, x1) on validation and test, and the fused LLM's validation
+    score is what ``fed.patience`` watches (what would ship, not the proxy a client keeps).
+    """
+    base = snapshot(proxy) if curve else {}  # the proxy as compressed, before any round
+
+    def monitor(params) -> dict:
+        load_params(proxy, params)
+        out = {"val": ctx.val_eval(proxy)}
+        if curve:
+            out["proxy_test_accuracy"] = ctx.evaluate(proxy)["accuracy"]
+            fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
+            fused_val = ctx.val_eval(ctx.llm)["accuracy"]
+            out.update(fused_val_accuracy=fused_val, fused_test_accuracy=ctx.evaluate(ctx.llm)["accuracy"],
+                       score=fused_val)
+            ctx.restore_llm()
+        return out
+
+    return monitor
 
 
 def _align(c) -> float | None:
@@ -142,8 +188,13 @@ def proxy_centralized(ctx: RunContext) -> dict:
     c = ctx.cfg
     pooled = [e for part in ctx.bench.train for e in part]
     random.Random(c.seed).shuffle(pooled)
-    fed = c.fed.plain(rounds=1, local_steps=c.fed.rounds * c.fed.local_steps * len(ctx.bench.train), fraction=1.0,
-                      min_clients=1, dp_noise=0.0, dp_clip=0.0, max_update_norm=0.0)
+    pooled_only = {"fraction": 1.0, "min_clients": 1, "dp_noise": 0.0, "dp_clip": 0.0, "max_update_norm": 0.0}
+    if c.fed.patience:  # stretches of one round's examples, one continuous optimizer: early stopping as federated
+        fed = c.fed.plain(local_steps=c.fed.local_steps * len(ctx.bench.train), keep_optimizer_state=True,
+                          wire_dtype="float32", **pooled_only)
+    else:
+        fed = c.fed.plain(rounds=1, local_steps=c.fed.rounds * c.fed.local_steps * len(ctx.bench.train),
+                          **pooled_only)
     return proxy_pipeline(ctx, "proxy-centralized", compress_cfg=c.compress, fed_cfg=fed,
                           fuse_variants=c.fuse.variants, fuse_scales=c.fuse.scales, save=False, shards=[pooled],
                           align_ridge=_align(c), keep_llm=c.fuse.keep_llm)

@@ -71,6 +71,75 @@ def _recall_lines(methods: dict, labels: list[str]) -> list[str]:
             + [f"| {name} | " + " | ".join(format_recall(rec)) + " |" for name, rec in rows])
 
 
+def _decision_lines(methods: dict) -> list[str]:
+    """What each plug-in decision shipped and why (``fuse.accept_alpha``), and what it rejected."""
+    lines = []
+    for name, r in methods.items():
+        fusion = r.get("fusion")
+        if fusion is None:
+            continue
+        decision = fusion.get("decision", {})
+        if "shipped" not in decision:  # best validation score, no acceptance test
+            if fusion.get("scale") == 0:
+                lines.append(f"- {name}: no delta beat the unchanged LLM on server validation, so none was "
+                             "plugged in (`fuse.keep_llm`); its accuracy is the LLM's as it is.")
+            continue
+        lines.append(f"- {name}: **{decision['shipped']}** shipped. {decision['why']}.")
+        lines += [f"  - rejected x{t['scale']:g} {t['variant']}{' aligned' if t['aligned'] else ''}: "
+                  f"{t['reason'].removeprefix('rejected: ')}" for t in decision.get("rejected", [])]
+    return ["", "Plug-in decisions (do no harm: a paired one-sided test against the unchanged LLM on server "
+                "validation, and a collapse guard):", "", *lines] if lines else []
+
+
+def _round_check_lines(methods: dict) -> list[str]:
+    lines = []
+    for name, r in methods.items():
+        fed = r.get("federation", {})
+        for check, rnd in ((c, i + 1) for i, c in enumerate(fed.get("round_checks", []))):
+            if check.get("flagged"):
+                why = "; ".join(check["collapse"]) or f"validation {check['change']:+.3f} (p = {check['drop_p']:.3g})"
+                lines.append(f"- {name}, round {rnd}: the global proxy {why}"
+                             + (" — rolled back (`fed.rollback`)" if check.get("rolled_back") else ""))
+    return ["", "Flagged federated rounds:", "", *lines] if lines else []
+
+
+def _plot_curves(methods: dict, path: Path) -> bool:
+    """Validation and test accuracy after every round (``fed.curve``); False when no method has one."""
+    runs = {n: r["federation"]["round_checks"] for n, r in methods.items()
+            if r.get("federation", {}).get("round_checks")
+            and "fused_test_accuracy" in r["federation"]["round_checks"][0]}
+    if not runs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, split in zip(axes, ("val", "test")):
+        for i, (name, checks) in enumerate(runs.items()):
+            x = list(range(1, len(checks) + 1))
+            color = f"C{i}"
+            ax.plot(x, [c[f"fused_{split}_accuracy"] for c in checks], "-o", ms=3, color=color,
+                    label=f"{name}: fused LLM")
+            proxy_key = "val_accuracy" if split == "val" else "proxy_test_accuracy"
+            ax.plot(x, [c[proxy_key] for c in checks], "--", color=color, label=f"{name}: proxy alone")
+        for ref in ("zero-shot", "centralized"):
+            if split == "test" and ref in methods:
+                ax.axhline(methods[ref]["accuracy"], color="grey", ls=":", lw=1)
+                ax.text(1, methods[ref]["accuracy"], ref, fontsize=7, color="grey", va="bottom")
+        ax.set_title(f"{split} accuracy after each round")
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_report(report: dict, out: Path) -> Path:
     methods = report["methods"]
     for name in methods:
@@ -99,16 +168,15 @@ def write_report(report: dict, out: Path) -> Path:
             f" | {_mb(fed.get('bytes_up_per_client_per_round'))} | {_mb(fed.get('bytes_down_per_client_per_round'))}"
             f" | {r.get('trainable_params', 0):,} | {r['wall_seconds']:.0f} |"
         )
-    kept = [name for name, r in methods.items() if r.get("fusion", {}).get("scale") == 0]
-    if kept:
-        lines += [""] + [f"- {name}: no delta beat the unchanged LLM on server validation, so none was plugged "
-                         "in (`fuse.keep_llm`); its accuracy is the LLM's as it is." for name in kept]
+    lines += _decision_lines(methods)
+    lines += _round_check_lines(methods)
     lines += _recall_lines(methods, report["benchmark"]["labels"])
     if report["checks"]:
         lines += ["", "| method | promise | measured | holds |", "|---|---|---|---|"]
         lines += [f"| {c['method']} | {c['check']} | {c['measured']} | {'yes' if c['holds'] else '**no**'} |"
                   for c in report["checks"]]
-    lines += ["", "![accuracy](report.png)", "",
+    curve = _plot_curves(methods, out / "report_curve.png")
+    lines += ["", "![accuracy](report.png)", *(["", "![learning curve](report_curve.png)"] if curve else []), "",
               "Accuracy: 4-way, argmax of the label continuation scores on each client's test split. "
               "'gain recovered' = (method - zero-shot) / (centralized - zero-shot). "
               "'proxy alone' = the federated proxy evaluated without the LLM (what a client holds)."]

@@ -136,3 +136,67 @@ def test_each_client_gets_back_its_own_optimizer_state(tiny_ctx, monkeypatch):
     seen.clear()
     _federate(tiny_ctx, None, rounds=1, local_steps=1)
     assert all(s == id(None) for _, s, _ in seen)  # off by default: every round starts a fresh optimizer
+
+
+# ---- round checks: the global proxy must not silently collapse (fed.rollback) ----------------
+GOLD = [0] * 40 + [1] * 40 + [2] * 40
+
+
+def _monitor(params):
+    """Validation tables of a global model: healthy while a[0] < 2, one class for everything after."""
+    if float(params["a"][0]) < 2:
+        pred = GOLD[:100] + [0] * 20  # 100 of 120 right, every class recalled
+    else:
+        pred = [0] * 120
+    return {"val": {"accuracy": sum(p == g for p, g in zip(pred, GOLD)) / 120, "predictions": pred, "gold": GOLD}}
+
+
+def _round(server, step: float):
+    res = ClientResult({"a": torch.full((3,), step), "b": torch.zeros(2)}, 10,
+                       {"train_loss": 1.0, "tokens_per_s": 1.0, "peak_rss_mb": 1.0})
+    return server.aggregate([(0, res)])
+
+
+def _checked_server(tiny_ctx, **fed):
+    cfg = dataclasses.replace(tiny_ctx.cfg.fed, aggregator="fedavg", **fed)
+    return FederatedServer({"a": torch.zeros(3), "b": torch.zeros(2)}, cfg, seed=0, num_clients=1, monitor=_monitor)
+
+
+def test_a_round_that_collapses_the_proxy_is_flagged(tiny_ctx):
+    server = _checked_server(tiny_ctx, rollback=False)
+    assert not _round(server, 1.0)["check"]["flagged"]
+    rec = _round(server, 1.5)  # a = 2.5: one class for everything
+    assert rec["check"]["flagged"] and not rec["check"]["rolled_back"]
+    assert any("for 120 of 120" in r for r in rec["check"]["collapse"])
+    assert rec["check"]["change"] < 0 and rec["check"]["drop_p"] < 0.05
+    assert float(server.params["a"][0]) == 2.5  # kept: only flagged
+
+
+def test_with_rollback_a_collapsing_round_is_discarded(tiny_ctx):
+    server = _checked_server(tiny_ctx, rollback=True)
+    _round(server, 1.0)
+    rec = _round(server, 1.5)
+    assert rec["check"]["flagged"] and rec["check"]["rolled_back"]
+    assert float(server.params["a"][0]) == 1.0  # the next round starts from the model before it
+    assert server.round == 2 and len(server.history) == 2
+    assert not _round(server, 0.5)["check"]["flagged"]
+    assert float(server.params["a"][0]) == 1.5
+
+
+def test_patience_stops_and_keeps_the_best_round(tiny_ctx):
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
+
+    def monitor(params):
+        return {**_monitor({"a": torch.zeros(3)}), "score": next(scores)}
+
+    cfg = dataclasses.replace(tiny_ctx.cfg.fed, aggregator="fedavg", rounds=10, patience=2)
+    server = FederatedServer({"a": torch.zeros(3), "b": torch.zeros(2)}, cfg, seed=0, num_clients=1,
+                             monitor=monitor)
+    steps = 0
+    while not server.done():
+        _round(server, 1.0)
+        steps += 1
+    # round 0 is scored first (0.5); rounds 1-3 score 0.7, 0.6, 0.65: the best is round 1
+    assert steps == 3 and server.converged()
+    assert float(server.result()["a"][0]) == 1.0 and float(server.params["a"][0]) == 3.0
+    assert float(server.total_delta()["a"][0]) == 1.0

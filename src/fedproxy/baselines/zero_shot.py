@@ -8,4 +8,4 @@ from ..methods import METHODS
 @METHODS.register("zero-shot")
 def zero_shot(ctx) -> dict:
     t0 = time.perf_counter()
-    return {**ctx.evaluate(ctx.llm), "wall_seconds": time.perf_counter() - t0, "trainable_params": 0}
+    return {**ctx.llm_eval("test"), "wall_seconds": time.perf_counter() - t0, "trainable_params": 0}

@@ -20,6 +20,9 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
              batch_size: int = 32) -> dict:
     """Accuracy (argmax over label continuations), mean label NLL and the confusion matrix on ``examples``.
 
+    ``predictions`` and ``gold`` list the predicted and gold class of every example in order,
+    for paired comparisons of two models on the same examples (:mod:`fedproxy.eval.guard`).
+
     ``confusion[g][p]`` counts examples of gold class ``g`` predicted as ``p``: accuracy alone
     hides a model that has stopped predicting some class.
     """
@@ -27,6 +30,8 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
     n_cls = len(encoder.label_tokens)
     confusion = torch.zeros((n_cls, n_cls), dtype=torch.long)
     nll_sum = 0.0
+    predicted: list[int] = []
+    golds: list[int] = []
     firsts = [t[0] for t in encoder.label_tokens]
     for chunk in batches(examples, batch_size):
         gold = encoder.batch(chunk, with_label=True).to(device)
@@ -39,10 +44,12 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
                 for c in range(n_cls)
             ], dim=1)
         confusion += confusion_matrix(gold.labels, scores.argmax(1), n_cls)
+        predicted += scores.argmax(1).tolist()
+        golds += gold.labels.tolist()
         nll_sum += float(nll.sum())
     n = max(1, len(examples))
     return {"accuracy": int(confusion.trace()) / n, "loss": nll_sum / n, "n": len(examples),
-            "confusion": confusion.tolist()}
+            "confusion": confusion.tolist(), "predictions": predicted, "gold": golds}
 
 
 def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Example]], names: list[str],

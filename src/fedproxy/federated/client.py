@@ -145,7 +145,8 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     else:  # straight from the parameters: a snapshot first would be one more copy
         update = {n: params[n].detach().float().cpu() - global_params[n] for n in names}
     metrics = {"train_loss": sum(losses) / len(losses), "tokens_per_s": tokens / max(seconds, 1e-9),
-               "train_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tokens": tokens}
+               "train_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tokens": tokens,
+               "examples_seen": cfg.local_steps * cfg.batch_size}
     return ClientResult(update, len(examples), metrics, kind="lora" if cfg.lora_r > 0 else "dense")
 
 

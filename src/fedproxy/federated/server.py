@@ -3,10 +3,12 @@ runner below and the Flower ServerApp, so both compute the same result for the s
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from ..config import SECURE_AGGREGATORS, FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder
 from ..errors import ConfigError, UpdateRejected
+from ..eval.guard import Acceptance, clearly_worse
 from .client import ClientResult, local_train
 from .lora import lora_to_dense
 from .wire import decode_global, encode_global, nbytes, roundtrip
@@ -30,10 +33,23 @@ def client_seed(seed: int, round_idx: int, client: int) -> int:
     return seed * 1_000_003 + round_idx * 1009 + client
 
 
-class FederatedServer:
-    """Holds the global proxy parameters and turns client results into rounds."""
+# What a server-side round check returns for the new global parameters: ``val`` (an evaluation
+# of them on server validation, :func:`fedproxy.eval.evaluate`), optionally ``score`` (what
+# ``fed.patience`` watches; default the validation accuracy) and any curve figures to record.
+Monitor = Callable[[Delta], dict]
 
-    def __init__(self, global_params: Delta, cfg: FedConfig, seed: int, num_clients: int) -> None:
+
+class FederatedServer:
+    """Holds the global proxy parameters and turns client results into rounds.
+
+    With a ``monitor`` every round's new global model is scored on server validation: a round
+    that collapses it (``guard``) or leaves it clearly below the round before is flagged in the
+    history and, with ``fed.rollback``, discarded. With ``fed.patience`` the server tracks the
+    best round, :meth:`converged` says when to stop, and :meth:`result` is the best round's model.
+    """
+
+    def __init__(self, global_params: Delta, cfg: FedConfig, seed: int, num_clients: int,
+                 monitor: Monitor | None = None, guard: Acceptance | None = None) -> None:
         if cfg.dp_noise > 0 and cfg.aggregator != "fedavg":
             raise ConfigError(
                 f"client-level DP is calibrated for fedavg; set fed.aggregator='fedavg' (got '{cfg.aggregator}')"
@@ -47,6 +63,10 @@ class FederatedServer:
         self.agg_state: dict = {}
         self.round = 0
         self.history: list[dict] = []
+        self.monitor, self.guard = monitor, guard or Acceptance()
+        self.last_val: dict | None = None  # the accepted global model's validation evaluation
+        self.best: dict = {"round": 0, "score": None, "params": None}
+        self._before: tuple[Delta, dict] | None = None
 
     # ---- rounds ---------------------------------------------------------------------
     def sample(self, round_idx: int) -> list[int]:
@@ -73,6 +93,7 @@ class FederatedServer:
             metrics[cid] = {**res.metrics, "update_norm": norm, "bytes_up": nbytes(res.update, self.cfg.wire_dtype)}
         record = {"round": self.round + 1, "clients": accepted, "rejected": rejected, "client_metrics": metrics,
                   "bytes_down_per_client": nbytes(self.params, self.cfg.wire_dtype), **(extra or {})}
+        self._keep_previous()
         agg = self.aggregate_fn(deltas, sizes, self.opts, self.agg_state) if deltas else None
         return self._apply(agg, record, len(deltas), t0)
 
@@ -91,6 +112,7 @@ class FederatedServer:
                   "bytes_down_per_client": nbytes(self.params, "float32"), "secure_aggregation": True,
                   **(extra or {})}
         agg = None
+        self._keep_previous()
         if clients:
             try:
                 validate_update(mean, self.shapes, 0.0)
@@ -118,8 +140,58 @@ class FederatedServer:
             log.warning("round %d: no valid client update; global model unchanged", self.round + 1)
         record["aggregate_seconds"] = time.perf_counter() - t0
         self.round += 1
+        if self.monitor is not None:
+            record["check"] = self._check(record)
+        self._before = None
         self.history.append(record)
         return record
+
+    # ---- round checks (do no harm, convergence) --------------------------------------
+    def _keep_previous(self) -> None:
+        """What a rollback restores: the global model and the aggregator's state before this round."""
+        if self.monitor is not None and self.cfg.rollback:
+            self._before = (self.params, copy.deepcopy(self.agg_state))
+
+    def _check(self, record: dict) -> dict:
+        t0 = time.perf_counter()
+        if self.last_val is None:  # the model the clients started from (round 0), scored once
+            self.last_val = self.monitor(self.initial)["val"]
+        out = self.monitor(self.params)
+        val = out.pop("val")
+        score = float(out.pop("score", val.get("accuracy", 0.0)))
+        collapse = self.guard.collapse(val, self.last_val)
+        drop = clearly_worse(val, self.last_val, self.guard.alpha)
+        check = {"val_accuracy": val.get("accuracy"), "score": score, **out, "collapse": collapse,
+                 "change": -drop["diff"], "drop_p": drop["p"], "flagged": bool(collapse or drop["better"]),
+                 "rolled_back": False}
+        if check["flagged"]:
+            why = "; ".join(collapse) or f"fell {-drop['diff']:+.3f} on validation (p = {drop['p']:.3g})"
+            log.warning("round %d: the global proxy %s%s", self.round, why,
+                        "; rolled back" if self.cfg.rollback else "")
+        if check["flagged"] and self.cfg.rollback and self._before is not None:
+            self.params, self.agg_state = self._before
+            check["rolled_back"] = True
+        else:
+            self.last_val = val
+            if self.best["score"] is None or score > self.best["score"]:
+                self.best = {"round": self.round, "score": score,
+                             "params": {k: v.clone() for k, v in self.params.items()} if self.cfg.patience else None}
+        check["seconds"] = time.perf_counter() - t0
+        return check
+
+    def converged(self) -> bool:
+        """With ``fed.patience``: the score has not improved for that many rounds."""
+        return bool(self.cfg.patience and self.monitor is not None and self.best["score"] is not None
+                    and self.round - self.best["round"] >= self.cfg.patience)
+
+    def done(self) -> bool:
+        return self.round >= self.cfg.rounds or self.converged()
+
+    def result(self) -> Delta:
+        """The global model that the run keeps: the best round's with ``fed.patience``, else the last."""
+        if self.cfg.patience and self.best["params"] is not None:
+            return self.best["params"]
+        return self.params
 
     def _dense(self, res: ClientResult) -> Delta:
         return lora_to_dense(res.update, self.params) if res.kind == "lora" else res.update
@@ -131,7 +203,9 @@ class FederatedServer:
 
     # ---- results & persistence ------------------------------------------------------
     def total_delta(self) -> Delta:
-        return {k: self.params[k] - self.initial[k] for k in self.params}
+        """What federation changed in the kept global model (:meth:`result`)."""
+        final = self.result()
+        return {k: final[k] - self.initial[k] for k in final}
 
     def privacy(self, delta: float = 1e-5) -> dict | None:
         if self.cfg.dp_noise <= 0:
@@ -143,24 +217,31 @@ class FederatedServer:
 
     def state_dict(self) -> dict:
         return {"params": self.params, "initial": self.initial, "agg_state": self.agg_state,
-                "round": self.round, "history": self.history, "seed": self.seed}
+                "round": self.round, "history": self.history, "seed": self.seed, "last_val": self.last_val,
+                "best": self.best}
 
     def load_state_dict(self, state: dict) -> None:
         if state["seed"] != self.seed:
             raise ConfigError(f"checkpoint was made with seed {state['seed']}, this run uses {self.seed}")
         self.params, self.initial = state["params"], state["initial"]
         self.agg_state, self.round, self.history = state["agg_state"], state["round"], state["history"]
+        self.last_val = state.get("last_val")
+        self.best = state.get("best", self.best)
 
 
 def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[list[Example]], encoder: Encoder,
                    cfg: FedConfig, device: torch.device, seed: int, bf16: bool = False,
                    ckpt_dir: Path | None = None, resume: bool = False, progress: bool = True,
-                   desc: str = "federated rounds") -> FederatedServer:
-    """The in-process path: same client and server code as the Flower app, no transport."""
+                   desc: str = "federated rounds", monitor: Monitor | None = None,
+                   guard: Acceptance | None = None) -> FederatedServer:
+    """The in-process path: same client and server code as the Flower app, no transport.
+
+    ``monitor`` and ``guard`` are the server's round checks (:class:`FederatedServer`).
+    """
     if cfg.secagg:
         raise ConfigError("fed.secagg needs Flower's engines (the masking protocol runs between SuperNodes); "
                           "set fed.engine=simulation, use the Flower app (docs/flower.md), or set fed.secagg=false")
-    server = FederatedServer(global_params, cfg, seed, len(clients))
+    server = FederatedServer(global_params, cfg, seed, len(clients), monitor, guard)
     ckpt = ckpt_dir / "federation.pt" if ckpt_dir else None
     if ckpt and resume and (state := checkpoint.load(ckpt)) is not None:
         server.load_state_dict(state)
@@ -169,7 +250,7 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
     # Each client's own optimizer moments (``fed.keep_optimizer_state``); they live on the
     # clients, so a resumed run restarts them.
     opt_states: dict[int, dict] | None = {} if cfg.keep_optimizer_state else None
-    while server.round < cfg.rounds:
+    while not server.done():
         r = server.round
         t0 = time.perf_counter()
         round_cfg = cfg.for_round(r)

@@ -1,0 +1,77 @@
+"""Multi-seed statistics (fedproxy.eval.stats) and the benchmarks/seeds.py summary on hand-made reports."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
+
+
+def test_paired_ci_is_the_pooled_mean_and_covers_it():
+    a = [np.array([1.0, 1, 0, 1]), np.array([1.0, 0, 1, 1, 1, 0])]
+    b = [np.array([0.0, 1, 0, 0]), np.array([1.0, 0, 0, 1, 0, 0])]
+    r = paired_ci(a, b, reps=500)
+    assert r["mean"] == pytest.approx(4 / 10)  # (2 + 2) better examples of 10
+    assert r["ci95"][0] <= r["mean"] <= r["ci95"][1]
+    assert paired_ci(a, a, reps=200) == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    with pytest.raises(ValueError, match="same examples"):
+        paired_ci(a, [b[0]] * 2)
+
+
+def test_gain_share_is_a_ratio_of_pooled_means():
+    zs = [np.array([0.0] * 10)]
+    cen = [np.array([1.0] * 8 + [0.0] * 2)]
+    m = [np.array([1.0] * 6 + [0.0] * 4)]
+    g = gain_ci(m, zs, cen, reps=300)
+    assert g["mean"] == pytest.approx(0.6 / 0.8)
+    assert g["ci95"][0] <= g["mean"] <= g["ci95"][1]
+
+
+def test_below_by_one_standard_error():
+    base = np.array([1.0] * 50 + [0.0] * 50)
+    assert not below_by_one_se(base, base)
+    worse = base.copy()
+    worse[:1] = 0  # one example: well inside one standard error
+    assert not below_by_one_se(worse, base)
+    worse[:20] = 0
+    assert below_by_one_se(worse, base)
+
+
+def _seeds_module():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "seeds.py"
+    spec = importlib.util.spec_from_file_location("seeds_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _method(pred, gold, **extra):
+    half = len(gold) // 2
+    per = {c: {"predictions": pred[s], "gold": gold[s], "accuracy": 0.0}
+           for c, s in (("a", slice(0, half)), ("b", slice(half, None)))}
+    return {"accuracy": sum(p == g for p, g in zip(pred, gold)) / len(gold), "per_client": per, **extra}
+
+
+def test_seed_summary_counts_harm_and_pairs_methods():
+    gold = [0, 1, 2, 3] * 25
+    zs = list(gold[:60]) + [0] * 40  # 0.60 + the zeros that are right
+    cen = list(gold)
+    one_class = [0] * 100  # collapsed and below zero-shot
+    good = list(gold[:80]) + [0] * 20
+    reports = []
+    for seed, fused in ((0, good), (1, one_class), (2, good)):
+        reports.append({"seed": seed, "config": {"fed": {"aggregator": "ties"}},
+                        "benchmark": {"clients": [{"name": "a", "test": 50}, {"name": "b", "test": 50}]},
+                        "methods": {"zero-shot": _method(zs, gold), "centralized": _method(cen, gold),
+                                    "fedproxy": _method(fused, gold, proxy_after_fl=_method(zs, gold),
+                                                        fusion={"decision": {"shipped": "plug-in"}})}})
+    s = _seeds_module().summarize(reports)
+    assert s["harm"]["seeds_below_zero_shot"] == 1 and s["harm"]["collapsed_shipped"] == 1
+    assert s["harm"]["by_method"]["fedproxy"] == {"seeds_below_zero_shot": [1], "collapsed_shipped": [1]}
+    assert s["methods"]["fedproxy"]["score"]["per_seed"] == [0.85, 0.25, 0.85]
+    assert s["methods"]["fedproxy"]["aggregator"] == "ties"
+    assert s["paired"]["fedproxy - proxy-alone"]["mean"] == pytest.approx((0.85 + 0.25 + 0.85) / 3 - 0.7)
+    g = s["gain_recovered"]
+    assert g["method"] == "fedproxy" and g["mean"] == pytest.approx((0.65 - 0.7) / (1.0 - 0.7))
