@@ -110,8 +110,10 @@ class FedConfig:
     patience: int = _f(0, "run to convergence: stop once the server-validation score (the fused LLM at x1 when "
                           "fed.curve is on, else the global proxy) has not improved for this many rounds, and "
                           "keep the best round; 0 = run exactly fed.rounds and keep the last")
-    curve: bool = _f(False, "after every round also score the global proxy on the test splits and the fused LLM "
-                            "(variant source, x1) on validation and test, for the report's learning curve")
+    curve: bool = _f(False, "after every round also score the global proxy and the fused LLM (variant source, x1) "
+                            "on validation and on the first fed.curve_test examples of each client's test split, "
+                            "for the report's learning curve (final scores always use every test example)")
+    curve_test: int = _f(50, "test examples per client scored after every round when fed.curve is on")
     rollback: bool = _f(False, "discard a round that makes the global proxy collapse on server validation (the "
                                "fuse.guard_* rule) or fall below the round before (paired test at "
                                "fuse.accept_alpha, or 0.05 when that is 0): the next round starts from the "
@@ -169,6 +171,7 @@ class FedConfig:
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, f"fed.rounds must be >= 1, got {self.rounds}")
         _check(self.patience >= 0, f"fed.patience must be >= 0, got {self.patience}")
+        _check(self.curve_test >= 1, f"fed.curve_test must be >= 1, got {self.curve_test}")
         _check(self.local_steps >= 1, f"fed.local_steps must be >= 1, got {self.local_steps}")
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr > 0 and self.centralized_lr > 0, "fed.lr and fed.centralized_lr must be > 0")

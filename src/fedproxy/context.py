@@ -39,8 +39,10 @@ class RunContext:
     def bf16(self) -> bool:
         return self.cfg.bf16 and bf16_supported(self.device)
 
-    def evaluate(self, model: torch.nn.Module) -> dict:
-        return evaluate_clients(model, self.encoder, self.bench.test, self.bench.client_names, self.device)
+    def evaluate(self, model: torch.nn.Module, per_client: int | None = None) -> dict:
+        """``model`` on every client's test split (its first ``per_client`` examples when given)."""
+        tests = self.bench.test if per_client is None else [t[:per_client] for t in self.bench.test]
+        return evaluate_clients(model, self.encoder, tests, self.bench.client_names, self.device)
 
     def val_accuracy(self, model: torch.nn.Module) -> float:
         return self.val_eval(model)["accuracy"]

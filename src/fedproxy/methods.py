@@ -94,7 +94,7 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     keep_files = save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
-    monitor = round_monitor(ctx, proxy, pmap, fed_cfg.curve)
+    monitor = round_monitor(ctx, proxy, pmap, fed_cfg.curve, fed_cfg.curve_test)
     if fed_cfg.engine == "simulation":
         from .flower_app import simulate  # Flower and Ray load only when asked for
 
@@ -140,11 +140,12 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     }
 
 
-def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool):
+def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_test: int):
     """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
 
-    Scores the proxy on server validation; with ``curve`` also the proxy on the test splits and
-    the fused LLM (variant source, x1) on validation and test, and the fused LLM's validation
+    Scores the proxy on server validation; with ``curve`` also the proxy on the first
+    ``curve_test`` examples of each test split and the fused LLM (variant source, x1) on
+    validation and those test examples, and the fused LLM's validation
     score is what ``fed.patience`` watches (what would ship, not the proxy a client keeps).
     """
     base = snapshot(proxy) if curve else {}  # the proxy as compressed, before any round
@@ -153,11 +154,11 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool):
         load_params(proxy, params)
         out = {"val": ctx.val_eval(proxy)}
         if curve:
-            out["proxy_test_accuracy"] = ctx.evaluate(proxy)["accuracy"]
+            out["proxy_test_accuracy"] = ctx.evaluate(proxy, curve_test)["accuracy"]
             fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
             fused_val = ctx.val_eval(ctx.llm)["accuracy"]
-            out.update(fused_val_accuracy=fused_val, fused_test_accuracy=ctx.evaluate(ctx.llm)["accuracy"],
-                       score=fused_val)
+            fused_test = ctx.evaluate(ctx.llm, curve_test)["accuracy"]
+            out.update(fused_val_accuracy=fused_val, fused_test_accuracy=fused_test, score=fused_val)
             ctx.restore_llm()
         return out
 
@@ -191,7 +192,7 @@ def proxy_centralized(ctx: RunContext) -> dict:
     pooled_only = {"fraction": 1.0, "min_clients": 1, "dp_noise": 0.0, "dp_clip": 0.0, "max_update_norm": 0.0}
     if c.fed.patience:  # stretches of one round's examples, one continuous optimizer: early stopping as federated
         fed = c.fed.plain(local_steps=c.fed.local_steps * len(ctx.bench.train), keep_optimizer_state=True,
-                          wire_dtype="float32", **pooled_only)
+                          wire_dtype="float32", curve=False, **pooled_only)
     else:
         fed = c.fed.plain(rounds=1, local_steps=c.fed.rounds * c.fed.local_steps * len(ctx.bench.train),
                           **pooled_only)
