@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.eval import headline
 from fedproxy.eval.guard import Acceptance, per_example
 from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
 
@@ -50,10 +51,11 @@ def per_example_scores(result: dict, clients: list[str]) -> np.ndarray:
 
 
 def pooled_eval(result: dict, clients: list[str]) -> dict:
-    ev = {"predictions": [], "gold": []}
-    for c in clients:
-        ev["predictions"] += result["per_client"][c]["predictions"]
-        ev["gold"] += result["per_client"][c]["gold"]
+    """Every client's per-example tables end to end (what the collapse guard reads), and the mean loss."""
+    per = [result["per_client"][c] for c in clients]
+    ev = {key: [x for p in per for x in p[key]] for key in ("predictions", "gold", "outputs", "scores")
+          if all(key in p for p in per)}
+    ev["loss"] = sum(p["loss"] * p["n"] for p in per) / max(1, sum(p["n"] for p in per))
     return ev
 
 
@@ -81,7 +83,7 @@ def summarize(reports: list[dict]) -> dict:
             methods[n]["shipped"] = [row.get("fusion", {}).get("decision", {}).get("shipped") for row in rows]
             methods[n]["flagged_rounds"] = [f.get("flagged_rounds", []) for f in fed]
         if "proxy_after_fl" in rows[0]:
-            methods[n]["proxy_alone"] = statistics.mean(row["proxy_after_fl"]["accuracy"] for row in rows)
+            methods[n]["proxy_alone"] = statistics.mean(headline(row["proxy_after_fl"]) for row in rows)
     if "fedproxy" in methods:
         methods["fedproxy"]["aggregator"] = reports[0]["config"]["fed"]["aggregator"]
     if "offsite-tuning" in methods:  # today's emulator is an undistilled uniform layer drop
@@ -121,11 +123,12 @@ def merge(report: dict, other: dict) -> dict:
         raise SystemExit(f"--merge: a report of seed {other['config']['seed']} was given for seed "
                          f"{report['config']['seed']}; put {{seed}} in the pattern")
     methods = dict(report["methods"])
-    zs, cent = (report["methods"].get(k, {}).get("accuracy") for k in ("zero-shot", "centralized"))
+    zs, cent = (headline(report["methods"][k]) if k in report["methods"] else None
+                for k in ("zero-shot", "centralized"))
     for name, m in other["methods"].items():
         if name in methods:
             continue  # the seed's own run of a method wins
-        gain = (m["accuracy"] - zs) / (cent - zs) if zs is not None and cent is not None and cent != zs else None
+        gain = (headline(m) - zs) / (cent - zs) if zs is not None and cent is not None and cent != zs else None
         methods[name] = {**m, "gain_recovered": gain}
     return {**report, "methods": methods}
 
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             report = merge(report, json.loads(other.read_text()))
         reports.append(report)
     first = reports[0]
-    summary = {"benchmark": args.name or first["benchmark"]["name"], "metric": "accuracy",
+    summary = {"benchmark": args.name or first["benchmark"]["name"], "metric": first["benchmark"].get("metric", "accuracy"),
                "command": " ".join(["python benchmarks/seeds.py", *argv]), "seeds": args.seeds,
                "test_examples": sum(c["test"] for c in first["benchmark"]["clients"]),
                "config": {k: first["config"][k] for k in ("model", "data", "fed", "fuse")},

@@ -47,7 +47,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    benchmark: str = _f("multiemo-domains", "benchmark: 'multiemo-domains' or 'tiny-synthetic'")
+    benchmark: str = _f("multiemo-domains", "benchmark: 'multiemo-domains' (4-way sentiment, a client per domain), "
+                                            "'qa-domains' (generative short-answer QA, a client per source), "
+                                            "'tiny-synthetic' or 'tiny-qa' (generated, for tests)")
     partition: str = _f("domain", "client partition: 'domain' (one client per domain) or 'dirichlet'")
     num_clients: int = _f(4, "number of clients (must be 4 for partition='domain' on multiemo)")
     dirichlet_alpha: float = _f(0.5, "Dirichlet concentration for partition='dirichlet' (smaller = more skew)")
@@ -58,6 +60,7 @@ class DataConfig:
                               "make the test reject more real gains")
     server_text: int = _f(192, "server calibration/distillation texts (public, never client data)")
     max_length: int = _f(80, "maximum tokens per example (prompt + label)")
+    max_answer: int = _f(24, "generation: answer tokens trained on, and generated at most when scoring")
 
     def __post_init__(self) -> None:
         _check(self.partition in ("domain", "dirichlet"),
@@ -67,6 +70,8 @@ class DataConfig:
         for name in ("train_per_client", "test_per_client", "server_val", "server_text"):
             _check(getattr(self, name) >= 1, f"data.{name} must be >= 1, got {getattr(self, name)}")
         _check(self.max_length >= 16, f"data.max_length must be >= 16, got {self.max_length}")
+        _check(1 <= self.max_answer < self.max_length, f"data.max_answer must be in [1, data.max_length), got "
+                                                       f"{self.max_answer}")
 
 
 @dataclass

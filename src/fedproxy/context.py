@@ -13,7 +13,7 @@ import torch
 from .config import RunConfig
 from .data import Benchmark, load_benchmark
 from .data.encode import Encoder, batches
-from .eval import evaluate, evaluate_clients
+from .eval import evaluate, evaluate_clients, headline
 from .eval.guard import Acceptance
 from .modeling import (bf16_supported, load_params, load_pretrained, pick_device, resolve_checkpoint, set_threads,
                        snapshot, tiny_model, tiny_tokenizer)
@@ -45,7 +45,7 @@ class RunContext:
         return evaluate_clients(model, self.encoder, tests, self.bench.client_names, self.device)
 
     def val_accuracy(self, model: torch.nn.Module) -> float:
-        return self.val_eval(model)["accuracy"]
+        return headline(self.val_eval(model))
 
     def llm_eval(self, split: str) -> dict:
         """The unchanged LLM on ``split`` ('test': every client's test split, 'val'), computed once per run.
@@ -95,9 +95,10 @@ def build_context(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
     t0 = time.perf_counter()
     bench = load_benchmark(cfg.data, cfg.seed, cache)
     if cfg.model.source == "tiny":
-        words = {w for part in bench.train + bench.test for e in part for w in e.text.split()}
-        words |= set(bench.labels) | set(bench.instruction.split()) | {"Text:", "Sentiment:"}
-        words |= {w for t in bench.server_text for w in t.split()} | {w for e in bench.server_val for w in e.text.split()}
+        examples = [e for part in bench.train + bench.test for e in part] + bench.server_val
+        words = {w for e in examples for w in (e.text + " " + " ".join(e.targets)).split()}
+        words |= set(bench.labels) | set(bench.instruction.split()) | {bench.input_tag, bench.output_tag}
+        words |= {w for t in bench.server_text for w in t.split()}
         tok = tiny_tokenizer(sorted(words))
         llm = tiny_model(cfg.model, len(tok), cfg.seed)
     else:
@@ -106,7 +107,7 @@ def build_context(cfg: RunConfig, out: Path, resume: bool = False, progress: boo
     for p in llm.parameters():
         p.requires_grad_(False)
     log.info("loaded %s and %s in %.1fs", cfg.model.source, bench.name, time.perf_counter() - t0)
-    encoder = Encoder(tok, bench, cfg.data.max_length)
+    encoder = Encoder(tok, bench, cfg.data.max_length, cfg.data.max_answer)
     ctx = RunContext(cfg, bench, tok, encoder, llm, device, out, resume, progress)
     ctx.llm_state = snapshot(llm)
     return ctx

@@ -123,7 +123,7 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     server_round = int(conf["round"])
     bench = load_benchmark(cfg.data, cfg.seed, server_text=False)
     tok = tokenizer_from_payload(str(conf["tokenizer"]))
-    encoder = Encoder(tok, bench, cfg.data.max_length)
+    encoder = Encoder(tok, bench, cfg.data.max_length, cfg.data.max_answer)
     arch = json.loads(str(conf["proxy-config"]))
     # Every weight is overwritten below, so skip transformers' random init (1.7-2.2 s per
     # message for SmolLM2's proxy on 2 cores, against 8 ms without it).

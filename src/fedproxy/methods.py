@@ -17,6 +17,7 @@ from .federated import run_federation, trainable_names
 from .federated.client import class_tokens
 from .fuse import fuse_into, save_fused, select_fusion
 from .fuse.align import align_delta, input_grams
+from .eval import headline
 from .modeling import blocks, load_params, snapshot
 from .registry import Registry
 
@@ -154,11 +155,11 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_tes
         load_params(proxy, params)
         out = {"val": ctx.val_eval(proxy)}
         if curve:
-            out["proxy_test_accuracy"] = ctx.evaluate(proxy, curve_test)["accuracy"]
+            out["proxy_test_score"] = headline(ctx.evaluate(proxy, curve_test))
             fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
-            fused_val = ctx.val_eval(ctx.llm)["accuracy"]
-            fused_test = ctx.evaluate(ctx.llm, curve_test)["accuracy"]
-            out.update(fused_val_accuracy=fused_val, fused_test_accuracy=fused_test, score=fused_val)
+            fused_val = headline(ctx.val_eval(ctx.llm))
+            fused_test = headline(ctx.evaluate(ctx.llm, curve_test))
+            out.update(fused_val_score=fused_val, fused_test_score=fused_test, score=fused_val)
             ctx.restore_llm()
         return out
 

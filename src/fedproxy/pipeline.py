@@ -15,6 +15,7 @@ from . import __version__, baselines, checkpoint  # noqa: F401  (baselines regis
 from .config import RunConfig
 from .context import build_context
 from .errors import ConfigError
+from .eval import headline
 from .methods import METHODS
 from .report import write_report
 
@@ -45,7 +46,7 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
         results[name] = METHODS.get(name)(ctx)
         path.write_text(json.dumps(results[name], indent=2))
         checkpoint.clear(out / "work" / name)  # the result is safe; its resume checkpoints are not needed
-        log.info("%s: accuracy %.3f", name, results[name]["accuracy"])
+        log.info("%s: %s %.3f", name, ctx.bench.metric, headline(results[name]))
     report = {
         "fedproxy_version": __version__,
         "seed": cfg.seed,

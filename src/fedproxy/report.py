@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .eval import headline
+
 
 def _mb(x) -> str:
     return f"{x / 2**20:.1f}" if isinstance(x, (int, float)) and x else "-"
@@ -13,7 +15,7 @@ def _mb(x) -> str:
 def gain_recovered(methods: dict, name: str) -> float | None:
     """Share of the centralized gain over zero-shot that ``name`` achieves."""
     try:
-        zs, cen, m = (methods[k]["accuracy"] for k in ("zero-shot", "centralized", name))
+        zs, cen, m = (headline(methods[k]) for k in ("zero-shot", "centralized", name))
     except KeyError:
         return None
     return (m - zs) / (cen - zs) if cen != zs else None
@@ -35,7 +37,7 @@ def goal_checks(methods: dict) -> list[dict]:
     """
     checks = []
     for name, r in methods.items():
-        proxy = r.get("proxy_after_fl", {}).get("accuracy")
+        proxy = headline(r["proxy_after_fl"]) if "proxy_after_fl" in r else None
         if proxy is None or name in _NOT_PROXY_METHODS:
             continue
         g = gain_recovered(methods, name)
@@ -43,10 +45,10 @@ def goal_checks(methods: dict) -> list[dict]:
             checks.append({"method": name, "check": f"recovers >= {GAIN_GOAL:.0%} of the centralized gain",
                            "measured": f"{g:.0%}", "holds": g >= GAIN_GOAL})
         if "offsite-tuning" in methods:
-            d = r["accuracy"] - methods["offsite-tuning"]["accuracy"]
+            d = headline(r) - headline(methods["offsite-tuning"])
             checks.append({"method": name, "check": "fused LLM above Offsite-Tuning",
                            "measured": f"{d:+.3f}", "holds": d > 0})
-        d = r["accuracy"] - proxy
+        d = headline(r) - proxy
         checks.append({"method": name, "check": "fused LLM above the proxy alone (the IP gap)",
                        "measured": f"{d:+.3f}", "holds": d > 0})
     return checks
@@ -103,11 +105,11 @@ def _round_check_lines(methods: dict) -> list[str]:
     return ["", "Flagged federated rounds:", "", *lines] if lines else []
 
 
-def _plot_curves(methods: dict, path: Path) -> bool:
-    """Validation and test accuracy after every round (``fed.curve``); False when no method has one."""
+def _plot_curves(methods: dict, path: Path, metric: str = "accuracy") -> bool:
+    """Validation and test scores after every round (``fed.curve``); False when no method has one."""
     runs = {n: r["federation"]["round_checks"] for n, r in methods.items()
             if r.get("federation", {}).get("round_checks")
-            and "fused_test_accuracy" in r["federation"]["round_checks"][0]}
+            and "fused_test_score" in r["federation"]["round_checks"][0]}
     if not runs:
         return False
     import matplotlib
@@ -121,18 +123,18 @@ def _plot_curves(methods: dict, path: Path) -> bool:
         for i, (name, checks) in enumerate(runs.items()):
             x = list(range(1, len(checks) + 1))
             color = f"C{i}"
-            ax.plot(x, [c[f"fused_{split}_accuracy"] for c in checks], "-o", ms=3, color=color,
+            ax.plot(x, [c[f"fused_{split}_score"] for c in checks], "-o", ms=3, color=color,
                     label=f"{name}: fused LLM")
-            proxy_key = "val_accuracy" if split == "val" else "proxy_test_accuracy"
+            proxy_key = "val_score" if split == "val" else "proxy_test_score"
             ax.plot(x, [c[proxy_key] for c in checks], "--", color=color, label=f"{name}: proxy alone")
         for ref in ("zero-shot", "centralized"):
             if split == "test" and ref in methods:
-                ax.axhline(methods[ref]["accuracy"], color="grey", ls=":", lw=1)
-                ax.text(1, methods[ref]["accuracy"], ref, fontsize=7, color="grey", va="bottom")
-        ax.set_title(f"{split} accuracy after each round")
+                ax.axhline(headline(methods[ref]), color="grey", ls=":", lw=1)
+                ax.text(1, headline(methods[ref]), ref, fontsize=7, color="grey", va="bottom")
+        ax.set_title(f"{split} {metric} after each round")
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_ylabel("accuracy")
+    axes[0].set_ylabel(metric)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -147,23 +149,24 @@ def write_report(report: dict, out: Path) -> Path:
     report["checks"] = goal_checks(methods)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     clients = report["benchmark"]["clients"]
+    metric = report["benchmark"].get("metric", "accuracy")
     lines = [
         f"# FedProxy report — {report['benchmark']['name']} (seed {report['seed']})",
         "",
         f"Model `{report['config']['model']['source']}`, {len(clients)} clients, "
         f"device {report['environment']['device']}, total {report['total_seconds']:.0f} s.",
         "",
-        "| method | accuracy | loss | " + " | ".join(c["name"] for c in clients)
+        f"| method | {metric} | loss | " + " | ".join(c["name"] for c in clients)
         + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params | wall s |",
-        "|---" * (9 + len(clients)) + "|",  # method, accuracy, loss, the clients, six more columns
+        "|---" * (9 + len(clients)) + "|",  # method, score, loss, the clients, six more columns
     ]
     for name, r in methods.items():
         fed = r.get("federation", {})
-        per = [f"{r['per_client'][c['name']]['accuracy']:.3f}" for c in clients]
+        per = [f"{headline(r['per_client'][c['name']]):.3f}" for c in clients]
         g = r.get("gain_recovered")
-        proxy = r.get("proxy_after_fl", {}).get("accuracy")
+        proxy = headline(r["proxy_after_fl"]) if "proxy_after_fl" in r else None
         lines.append(
-            f"| {name} | {r['accuracy']:.3f} | {r['loss']:.3f} | " + " | ".join(per)
+            f"| {name} | {headline(r):.3f} | {r['loss']:.3f} | " + " | ".join(per)
             + f" | {'-' if g is None else f'{100 * g:.0f}%'} | {'-' if proxy is None else f'{proxy:.3f}'}"
             f" | {_mb(fed.get('bytes_up_per_client_per_round'))} | {_mb(fed.get('bytes_down_per_client_per_round'))}"
             f" | {r.get('trainable_params', 0):,} | {r['wall_seconds']:.0f} |"
@@ -175,17 +178,17 @@ def write_report(report: dict, out: Path) -> Path:
         lines += ["", "| method | promise | measured | holds |", "|---|---|---|---|"]
         lines += [f"| {c['method']} | {c['check']} | {c['measured']} | {'yes' if c['holds'] else '**no**'} |"
                   for c in report["checks"]]
-    curve = _plot_curves(methods, out / "report_curve.png")
-    lines += ["", "![accuracy](report.png)", *(["", "![learning curve](report_curve.png)"] if curve else []), "",
+    curve = _plot_curves(methods, out / "report_curve.png", metric)
+    lines += ["", f"![{metric}](report.png)", *(["", "![learning curve](report_curve.png)"] if curve else []), "",
               "Accuracy: 4-way, argmax of the label continuation scores on each client's test split. "
               "'gain recovered' = (method - zero-shot) / (centralized - zero-shot). "
               "'proxy alone' = the federated proxy evaluated without the LLM (what a client holds)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    _plot(methods, clients, out / "report.png")
+    _plot(methods, clients, out / "report.png", metric)
     return out / "report.md"
 
 
-def _plot(methods: dict, clients: list[dict], path: Path) -> None:
+def _plot(methods: dict, clients: list[dict], path: Path, metric: str = "accuracy") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,10 +201,10 @@ def _plot(methods: dict, clients: list[dict], path: Path) -> None:
     width = 0.8 / max(1, len(names))
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 3.6))
     for i, n in enumerate(names):
-        vals = [methods[n]["accuracy"]] + [methods[n]["per_client"][g]["accuracy"] for g in groups[1:]]
+        vals = [headline(methods[n])] + [headline(methods[n]["per_client"][g]) for g in groups[1:]]
         ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=n)
     ax.set_xticks(x, groups)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(metric)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()

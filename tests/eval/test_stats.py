@@ -49,7 +49,7 @@ def _seeds_module():
 
 def _method(pred, gold, **extra):
     half = len(gold) // 2
-    per = {c: {"predictions": pred[s], "gold": gold[s], "accuracy": 0.0}
+    per = {c: {"predictions": pred[s], "gold": gold[s], "accuracy": 0.0, "loss": 1.0, "n": len(gold[s])}
            for c, s in (("a", slice(0, half)), ("b", slice(half, None)))}
     return {"accuracy": sum(p == g for p, g in zip(pred, gold)) / len(gold), "per_client": per, **extra}
 

@@ -54,8 +54,9 @@ def test_run_with_fuse_align_tries_both_deltas_on_validation(tiny_cfg, tmp_path)
     # and the unchanged LLM once (fuse.keep_llm): scale 0 is the same model aligned or not
     assert sorted((t["aligned"], t["scale"]) for t in fusion["trials"]) == [(False, 0.0), (False, 1.0), (False, 2.0),
                                                                             (True, 1.0), (True, 2.0)]
-    best = max(t["val_accuracy"] for t in fusion["trials"])
+    # the best validation score among the candidates the do-no-harm rule accepted, else the LLM as it is
+    accepted = [t for t in fusion["trials"] if t.get("verdict") == "accepted"]
     chosen = next(t for t in fusion["trials"] if (t["aligned"], t["scale"]) == (fusion["aligned"], fusion["scale"]))
-    assert chosen["val_accuracy"] == best
+    assert chosen["val_accuracy"] == max(t["val_accuracy"] for t in accepted) if accepted else chosen["scale"] == 0
     recipe = json.loads((tmp_path / "work" / "fedproxy" / "fused_llm" / "fusion_recipe.json").read_text())
     assert recipe["aligned"] == fusion["aligned"]

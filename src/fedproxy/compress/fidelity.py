@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from ..eval import perplexity
+from ..eval import headline, perplexity
 from . import compress
 
 
@@ -21,7 +21,7 @@ def fidelity_report(ctx, cfg=None) -> tuple[dict, object]:
 
     def measure(model) -> dict:
         return {"perplexity": perplexity(model, ctx.encoder, heldout, ctx.device),
-                "accuracy": ctx.evaluate(model)["accuracy"]}
+                "score": headline(ctx.evaluate(model))}
 
     rows = {"llm": measure(ctx.llm)}
     variants = {
@@ -42,7 +42,7 @@ def fidelity_report(ctx, cfg=None) -> tuple[dict, object]:
     report = {
         "llm_params": final.info["llm_params"],
         "rows": rows,
-        "ip_gap": {"accuracy": rows["llm"]["accuracy"] - dist["accuracy"],
+        "ip_gap": {"score": rows["llm"]["score"] - dist["score"],
                    "perplexity_ratio": dist["perplexity"] / rows["llm"]["perplexity"]},
         "block_scores": final.info["block_scores"],
     }

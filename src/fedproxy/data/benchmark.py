@@ -11,9 +11,13 @@ from ..registry import Registry
 
 @dataclass(frozen=True)
 class Example:
+    """One example: ``text`` and its class ``label`` (classification), or ``text`` and its reference
+    answers ``targets`` (generation; the first is trained on, any of them counts as right)."""
+
     text: str
     label: int
     domain: str
+    targets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -34,13 +38,27 @@ class Benchmark:
     server_val: list[Example]
     server_text: list[str]
     meta: dict = field(default_factory=dict)
+    # How a prompt is laid out (fedproxy.data.encode.Encoder): instruction, then the input after
+    # ``input_tag``, then ``output_tag``, and the label or answer as the continuation.
+    input_tag: str = "Text:"
+    output_tag: str = "Sentiment:"
+    task: str = "classification"  # or "generation": ``labels`` is empty, examples carry ``targets``
+
+    @property
+    def metric(self) -> str:
+        """The headline score: accuracy (classification) or token F1 (generation)."""
+        return "accuracy" if self.task == "classification" else "f1"
 
     def label_counts(self, examples: list[Example]) -> dict[str, int]:
+        if self.task != "classification":
+            return {}
         return {self.labels[k]: v for k, v in sorted(Counter(e.label for e in examples).items())}
 
     def describe(self) -> dict:
         return {
             "name": self.name,
+            "task": self.task,
+            "metric": self.metric,
             "labels": self.labels,
             "clients": [
                 {"name": n, "train": len(tr), "test": len(te), "train_label_counts": self.label_counts(tr),
@@ -66,6 +84,6 @@ def load_benchmark(cfg: DataConfig, seed: int, cache=None, server_text: bool = T
     Everything else is the same as with it.
     """
     # Import for registration side effects only when a benchmark is actually requested.
-    from . import multiemo, synthetic  # noqa: F401
+    from . import multiemo, qa_domains, synthetic  # noqa: F401
 
     return BENCHMARKS.get(cfg.benchmark)(cfg, seed, cache, server_text=server_text)

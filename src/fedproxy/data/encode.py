@@ -26,34 +26,52 @@ class Encoded:
 
 
 class Encoder:
-    """Encodes examples of one benchmark for one tokenizer."""
+    """Encodes examples of one benchmark for one tokenizer.
 
-    def __init__(self, tokenizer, bench: Benchmark, max_length: int) -> None:
+    A sequence is the prompt (instruction, ``input_tag`` text, ``output_tag``) followed by the
+    continuation the model learns: the label's tokens (classification) or the first reference
+    answer's tokens, at most ``max_answer``, then end-of-sequence (generation).
+    """
+
+    def __init__(self, tokenizer, bench: Benchmark, max_length: int, max_answer: int = 24) -> None:
         self.tok = tokenizer
         self.max_length = max_length
+        self.max_answer = max_answer
+        self.generative = bench.task == "generation"
         enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         # Keep the BOS token exactly when the tokenizer itself would add one (Gemma does, SmolLM2 not).
         probe = tokenizer("a")["input_ids"]
         bos_id = tokenizer.bos_token_id
         bos = [bos_id] if bos_id is not None and probe and probe[0] == bos_id else []
-        self.prefix = bos + enc(f"{bench.instruction}\nText:")
-        self.suffix = enc("\nSentiment:")
+        self.prefix = bos + enc(f"{bench.instruction}\n{bench.input_tag}")
+        self.suffix = enc(f"\n{bench.output_tag}")
         self.label_tokens = [enc(" " + name) for name in bench.labels]
+        self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         firsts = [t[0] for t in self.label_tokens]
         # One forward per example suffices when the labels differ in their first token.
-        self.first_token_scoring = len(set(firsts)) == len(firsts)
+        self.first_token_scoring = bool(firsts) and len(set(firsts)) == len(firsts)
         self._enc = enc
 
+    def continuation(self, ex: Example, label: int | None = None) -> list[int]:
+        """What follows the prompt: the label's tokens, or the reference answer's plus end-of-sequence."""
+        if not self.generative:
+            return self.label_tokens[ex.label if label is None else label]
+        return self._enc(" " + ex.targets[0])[: self.max_answer] + ([self.eos_id] if self.eos_id is not None else [])
+
     def prompt_ids(self, text: str) -> list[int]:
-        budget = self.max_length - len(self.prefix) - len(self.suffix) - max(map(len, self.label_tokens))
-        return self.prefix + self._enc(" " + text)[: max(1, budget)] + self.suffix
+        longest = self.max_answer + 1 if self.generative else max(map(len, self.label_tokens))
+        budget = self.max_length - len(self.prefix) - len(self.suffix) - longest
+        body = self._enc(" " + text)
+        # A long input keeps its end in generation (the question comes last), its start in classification.
+        body = body[-max(1, budget):] if self.generative else body[: max(1, budget)]
+        return self.prefix + body + self.suffix
 
     def batch(self, examples: list[Example], with_label: bool, label_override: list[int] | None = None) -> Encoded:
         seqs, pos, lab_ids = [], [], []
         for i, ex in enumerate(examples):
             p = self.prompt_ids(ex.text)
-            lab = self.label_tokens[label_override[i] if label_override else ex.label]
+            lab = self.continuation(ex, label_override[i] if label_override else None)
             seqs.append(p + lab if with_label else p)
             pos.append(len(p) - 1)
             lab_ids.append(lab)

@@ -30,7 +30,7 @@ def _examples(task: dict, domain: str, order: list[int]) -> list[Example]:
     return out
 
 
-def _server_text(tasks: dict[str, dict], n: int, rng: random.Random) -> list[str]:
+def public_text(tasks: dict[str, dict], n: int, rng: random.Random) -> list[str]:
     texts = []
     for name in SERVER_TEXT_TASKS:
         for ex in tasks[name]["examples"]:
@@ -79,6 +79,6 @@ def multiemo_domains(cfg: DataConfig, seed: int, cache=None, server_text: bool =
         train=trains,
         test=tests,
         server_val=val,
-        server_text=_server_text(tasks, cfg.server_text, rng) if server_text else [],
+        server_text=public_text(tasks, cfg.server_text, rng) if server_text else [],
         meta={"source": "bigbench==1.0.0 multiemo/*_sentence_en", "partition": cfg.partition, "seed": seed},
     )

@@ -51,3 +51,36 @@ def tiny_synthetic(cfg: DataConfig, seed: int, cache=None, server_text: bool = T
         server_text=[" ".join(rng.choices(FILLER, k=12)) for _ in range(cfg.server_text if server_text else 0)],
         meta={"source": "generated", "seed": seed},
     )
+
+
+# ---- generation: tiny-qa -------------------------------------------------------------------
+# Each client answers one kind of question about a generated sentence (its "domain"): which
+# keyword it holds, which domain tag it starts with, or its first filler word.
+QA_KINDS = ("keyword", "tag", "first")
+
+
+def _qa(kind: int, domain: int, rng: random.Random) -> Example:
+    label = rng.randrange(4)
+    words = rng.choices(FILLER, k=rng.randint(3, 6))
+    key = rng.choice(KEYWORDS[label])
+    words.insert(rng.randrange(len(words) + 1), key)
+    sentence = " ".join([f"d{domain}"] + words)
+    answer = {"keyword": key, "tag": f"d{domain}", "first": next(w for w in words if w in FILLER)}[QA_KINDS[kind]]
+    return Example(f"{sentence} q{kind}", -1, f"d{domain}", (answer,))
+
+
+@BENCHMARKS.register("tiny-qa")
+def tiny_qa(cfg: DataConfig, seed: int, cache=None, server_text: bool = True) -> Benchmark:
+    rng = random.Random(seed)
+    n = cfg.num_clients
+
+    def draw(client: int, k: int) -> list[Example]:
+        # Task skew: each client mostly asks its own kind of question.
+        return [_qa((client + rng.choice([0, 0, 0, 1, 2])) % len(QA_KINDS), client, rng) for _ in range(k)]
+
+    return Benchmark(
+        name="tiny-qa", labels=[], instruction="answer :", client_names=[f"d{c}" for c in range(n)],
+        train=[draw(c, cfg.train_per_client) for c in range(n)], test=[draw(c, cfg.test_per_client) for c in range(n)],
+        server_val=[e for c in range(n) for e in draw(c, max(1, cfg.server_val // n))],
+        server_text=[" ".join(rng.choices(FILLER, k=12)) for _ in range(cfg.server_text if server_text else 0)],
+        meta={"source": "generated", "seed": seed}, input_tag="text", output_tag="answer", task="generation")

@@ -3,4 +3,9 @@
 from .classify import evaluate, evaluate_clients
 from .perplexity import perplexity
 
-__all__ = ["evaluate", "evaluate_clients", "perplexity"]
+__all__ = ["evaluate", "evaluate_clients", "headline", "perplexity"]
+
+
+def headline(ev: dict) -> float:
+    """An evaluation's headline score: ``score`` (accuracy or token F1), or ``accuracy`` in older results."""
+    return ev["score"] if "score" in ev else ev["accuracy"]

@@ -1,4 +1,4 @@
-"""Accuracy by scoring the label continuations, plus held-out label loss."""
+"""Accuracy by scoring the label continuations, plus held-out label loss (generation: :mod:`.generate`)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
     ``confusion[g][p]`` counts examples of gold class ``g`` predicted as ``p``: accuracy alone
     hides a model that has stopped predicting some class.
     """
+    if encoder.generative:
+        from .generate import evaluate_generation
+
+        return evaluate_generation(model, encoder, examples, device, batch_size)
     model.eval()
     n_cls = len(encoder.label_tokens)
     confusion = torch.zeros((n_cls, n_cls), dtype=torch.long)
@@ -48,18 +52,21 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
         golds += gold.labels.tolist()
         nll_sum += float(nll.sum())
     n = max(1, len(examples))
-    return {"accuracy": int(confusion.trace()) / n, "loss": nll_sum / n, "n": len(examples),
+    return {"score": int(confusion.trace()) / n, "accuracy": int(confusion.trace()) / n, "loss": nll_sum / n,
+            "n": len(examples),
             "confusion": confusion.tolist(), "predictions": predicted, "gold": golds}
 
 
 def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Example]], names: list[str],
                      device: torch.device, batch_size: int = 32) -> dict:
-    """Per-client and pooled metrics (pooled = example-weighted over all clients)."""
+    """Per-client and pooled metrics (pooled = example-weighted over all clients).
+
+    ``score`` is the benchmark's headline metric (accuracy, or token F1 for generation).
+    """
     per = {name: evaluate(model, encoder, t, device, batch_size) for name, t in zip(names, tests)}
     n = sum(m["n"] for m in per.values())
-    return {
-        "accuracy": sum(m["accuracy"] * m["n"] for m in per.values()) / n,
-        "loss": sum(m["loss"] * m["n"] for m in per.values()) / n,
-        "confusion": torch.tensor([m["confusion"] for m in per.values()]).sum(0).tolist(),
-        "per_client": per,
-    }
+    pooled = {key: sum(m[key] * m["n"] for m in per.values()) / n
+              for key in ("score", "accuracy", "f1", "exact_match", "loss") if all(key in m for m in per.values())}
+    if all("confusion" in m for m in per.values()):
+        pooled["confusion"] = torch.tensor([m["confusion"] for m in per.values()]).sum(0).tolist()
+    return {**pooled, "per_client": per}

@@ -21,6 +21,7 @@ from ..config import SECURE_AGGREGATORS, FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder
 from ..errors import ConfigError, UpdateRejected
+from ..eval import headline
 from ..eval.guard import Acceptance, clearly_worse
 from .client import ClientResult, local_train
 from .lora import lora_to_dense
@@ -158,10 +159,10 @@ class FederatedServer:
             self.last_val = self.monitor(self.initial)["val"]
         out = self.monitor(self.params)
         val = out.pop("val")
-        score = float(out.pop("score", val.get("accuracy", 0.0)))
+        score = float(out.pop("score", headline(val)))
         collapse = self.guard.collapse(val, self.last_val)
         drop = clearly_worse(val, self.last_val, self.guard.alpha)
-        check = {"val_accuracy": val.get("accuracy"), "score": score, **out, "collapse": collapse,
+        check = {"val_score": headline(val), "score": score, **out, "collapse": collapse,
                  "change": -drop["diff"], "drop_p": drop["p"], "flagged": bool(collapse or drop["better"]),
                  "rolled_back": False}
         if check["flagged"]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..compress.base import ProxyMap
+from ..eval import headline
 from ..eval.guard import Acceptance, paired_test, per_example
 from ..modeling import load_params, snapshot
 from .plugin import VARIANTS, fuse_state, map_delta
@@ -31,7 +32,7 @@ def tie_break(trial: dict) -> tuple:
 
 
 def _score(ev: dict | float) -> float:
-    return ev if isinstance(ev, (int, float)) else float(ev.get("score", ev.get("accuracy")))
+    return ev if isinstance(ev, (int, float)) else float(headline(ev))
 
 
 def select_fusion(llm: torch.nn.Module, delta, pmap: ProxyMap, variants: list[str], scales: list[float],
