@@ -35,7 +35,7 @@ from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
 
 
 # Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
-SELECTING = ("fedproxy", "offsite-tuning", "proxy-centralized")
+SELECTING = ("fedproxy", "offsite-tuning", "offsite-tuning-raw", "proxy-centralized")
 
 
 def per_example_scores(result: dict, clients: list[str]) -> np.ndarray:
@@ -86,8 +86,8 @@ def summarize(reports: list[dict]) -> dict:
             methods[n]["proxy_alone"] = statistics.mean(headline(row["proxy_after_fl"]) for row in rows)
     if "fedproxy" in methods:
         methods["fedproxy"]["aggregator"] = reports[0]["config"]["fed"]["aggregator"]
-    if "offsite-tuning" in methods:  # today's emulator is an undistilled uniform layer drop
-        methods["offsite-tuning"]["emulator_distilled"] = False
+    for n in (m for m in ("offsite-tuning", "offsite-tuning-raw") if m in methods):
+        methods[n]["emulator_distilled"] = all(r["methods"][n].get("emulator_distilled", False) for r in reports)
     out = {"methods": methods, "paired": {}, "gain_recovered": {}}
     pairs = [("fedproxy", "offsite-tuning"), ("fedproxy", "proxy-alone"), ("fedproxy", "zero-shot"),
              ("centralized", "fedproxy"), ("proxy-centralized", "fedproxy"), ("centralized-kept", "proxy-centralized")]

@@ -136,3 +136,20 @@ def test_resume_with_a_different_config_is_refused(capsys, tmp_path, fault_log):
     # adding a method is what --resume is for: allowed, and the finished one is reused
     code, _, _ = run_cli(capsys, *base[:-1], 'methods=["zero-shot","fedproxy"]', "--resume")
     assert code == 0 and (out / "results" / "fedproxy.json").is_file()
+
+
+def test_resume_accepts_a_key_a_newer_version_added_at_its_default(capsys, tmp_path):
+    import json
+
+    from tests.test_cli import run_cli
+
+    out = tmp_path / "run"
+    base = ["run", "--config", "tiny", "--out", str(out), "--quiet", "--set", 'methods=["zero-shot"]']
+    assert run_cli(capsys, *base)[0] == 0
+    recorded = json.loads((out / "run_config.json").read_text())
+    del recorded["fed.curve_test"]  # as written by a version without that key
+    (out / "run_config.json").write_text(json.dumps(recorded))
+    assert run_cli(capsys, *base, "--resume")[0] == 0
+    (out / "run_config.json").write_text(json.dumps(recorded))
+    code, _, err = run_cli(capsys, *base, "--resume", "--set", "fed.curve_test=7")  # not the default: refused
+    assert code == 2 and "fed.curve_test: None -> 7" in err

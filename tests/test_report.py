@@ -79,3 +79,44 @@ def test_report_gives_each_plug_in_decision_and_flagged_round(tmp_path):
     assert "- fedproxy: **unchanged LLM** shipped. x1 was not shown better: +0.005 on 200 validation examples." in text
     assert "  - rejected x1 source: not shown better than the unchanged LLM" in text
     assert "- fedproxy, round 2: the global proxy predicts 'negative' for 190 of 200 examples — rolled back" in text
+
+
+def test_every_selecting_method_records_its_decision_and_never_ships_below_the_llm_on_validation(tiny_cfg, tmp_path):
+    import json
+
+    from fedproxy.pipeline import run
+
+    cfg = tiny_cfg.with_overrides(['methods=["zero-shot","fedproxy","offsite-tuning","proxy-centralized"]'])
+    run(cfg, tmp_path, progress=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    zs = report["methods"]["zero-shot"]
+    for name in ("fedproxy", "offsite-tuning", "proxy-centralized"):
+        r = report["methods"][name]
+        decision = r["fusion"]["decision"]
+        llm_val = next(t for t in r["fusion"]["trials"] if t["scale"] == 0)["val_accuracy"]
+        chosen = next(t for t in r["fusion"]["trials"] if t["scale"] == r["fusion"]["scale"])
+        if decision["shipped"] == "unchanged LLM":
+            assert r["fusion"]["scale"] == 0 and r["accuracy"] == zs["accuracy"]
+            assert r["per_client"]["d0"]["predictions"] == zs["per_client"]["d0"]["predictions"]
+        else:
+            assert chosen["verdict"] == "accepted" and chosen["val_accuracy"] > llm_val
+        assert decision["val_examples"] == report["benchmark"]["server_val"]
+        assert len(r["federation"]["round_checks"]) == r["federation"]["rounds"]
+
+
+def test_a_generation_benchmark_runs_end_to_end_with_its_metric(tmp_path):
+    import json
+
+    from fedproxy.config import load_config
+    from fedproxy.pipeline import run
+
+    cfg = load_config("tiny-qa").with_overrides(['methods=["zero-shot","fedproxy","centralized"]', "fed.curve=true"])
+    text = run(cfg, tmp_path, progress=False).read_text()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["benchmark"]["metric"] == "f1" and "| method | f1 | loss |" in text
+    fed = report["methods"]["fedproxy"]
+    client = fed["per_client"]["d0"]
+    assert len(client["scores"]) == len(client["outputs"]) == client["n"]
+    assert fed["fusion"]["decision"]["shipped"] in ("plug-in", "unchanged LLM")
+    assert "fused_test_score" in fed["federation"]["round_checks"][0]
+    assert (tmp_path / "report_curve.png").is_file()

@@ -133,18 +133,23 @@ class FedConfig:
                                            "instead of restarting its optimizer every round")
     pack: bool = _f(True, "train on packed rows: a batch's sequences laid end to end, attention kept within "
                           "each (fedproxy.objectives.pack), so no compute goes to padding; false = right-padded "
-                          "batches, the layout of the older results in docs/results.md")
+                          "batches, the layout of the older results in docs/experiments.md")
     wire_dtype: str = _f("float16", "parameters on the wire each round (fedproxy.federated.wire): float16 sends the "
                                     "client's delta up and the global model's change since round 0 down, each "
                                     "tensor scaled to float16's range (half the bytes of float32); float32 sends "
                                     "the delta and the global parameters exactly, the layout of the older results "
-                                    "in docs/results.md")
+                                    "in docs/experiments.md")
     centralized_lr: float = _f(5e-5, "learning rate of the centralized upper bound (one long run on pooled "
                                      "data: tuned separately so the bound is not understated)")
-    aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/results.md), "
+    aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/experiments.md), "
+                                 "h-ties (the paper's heterogeneity-aware TIES; with pcr_lambda its client term), "
                                  "fedavg, fedprox (needs prox_mu > 0), fedavgm, fedexp, dare, median, normclip, "
                                  "fedproxy")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
+    pcr_lambda: float = _f(0.0, "the paper's conflict-weighted proximal term (PCR): each client adds lambda * "
+                                "sum C * (theta - theta_global)^2, C the per-coordinate sign conflict of the "
+                                "previous round's updates (needs aggregator h-ties; 1e-5 in the public "
+                                "reproduction); 0 = off")
     logit_adjust: float = _f(0.0, "label-skew correction (FedLC-style logit adjustment): each client adds "
                                   "tau * log(C * p_c) of its own label frequencies p_c to the label logits in its "
                                   "loss, so the shared model does not absorb each client's label prior; 0 = off")
@@ -183,6 +188,10 @@ class FedConfig:
         _check(0.0 < self.lr_decay <= 1.0, f"fed.lr_decay must be in (0, 1], got {self.lr_decay}")
         _check(self.wire_dtype in WIRE_DTYPES, f"fed.wire_dtype must be one of {WIRE_DTYPES}, got '{self.wire_dtype}'")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
+        _check(self.pcr_lambda >= 0, f"fed.pcr_lambda must be >= 0, got {self.pcr_lambda}")
+        _check(self.pcr_lambda == 0 or self.aggregator == "h-ties",
+               f"fed.pcr_lambda > 0 weights the proximal term by the sign conflict that the h-ties aggregator "
+               f"measures; set fed.aggregator=h-ties (got '{self.aggregator}')")
         _check(self.label_softmax in LABEL_SOFTMAX,
                f"fed.label_softmax must be one of {LABEL_SOFTMAX}, got '{self.label_softmax}'")
         _check(self.logit_adjust >= 0, f"fed.logit_adjust must be >= 0, got {self.logit_adjust}")
@@ -215,7 +224,8 @@ class FedConfig:
         batches, the class softmax) are FedProxy options, not part of the baselines' published
         recipes; ``changes`` are applied on top.
         """
-        return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "logit_adjust": 0.0,
+        return dataclasses.replace(self, **{"aggregator": "fedavg", "prox_mu": 0.0, "pcr_lambda": 0.0,
+                                            "logit_adjust": 0.0,
                                             "keep_optimizer_state": False, "balance_classes": False,
                                             "label_softmax": "vocab", **changes})
 
@@ -263,7 +273,8 @@ class RunConfig:
     seed: int = _f(0, "random seed (recorded in every output)")
     methods: list[str] = _f(
         ["zero-shot", "fedproxy", "offsite-tuning", "centralized"],
-        "methods to run and report: zero-shot, fedproxy, naive-plugin, offsite-tuning, fedavg-lora, centralized, "
+        "methods to run and report: zero-shot, fedproxy, naive-plugin, offsite-tuning (distilled emulator), "
+        "offsite-tuning-raw (undistilled emulator), fedavg-lora, centralized, "
         "proxy-centralized (diagnostic: the proxy trained on pooled data), centralized-kept (diagnostic: the "
         "LLM trained on pooled data in only the blocks the proxy keeps)",
     )
@@ -271,7 +282,7 @@ class RunConfig:
     threads: int = _f(0, "torch CPU threads (0 = all cores)")
     bf16: bool = _f(False, "bf16 autocast for training where the hardware supports it (faster, but off by "
                            "default: a client's whole update is about one bf16 step of the weights, so the "
-                           "rounding bends it; docs/results.md, 'bf16 autocast bends the update')")
+                           "rounding bends it; docs/experiments.md, 'bf16 autocast bends the update')")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)

@@ -101,7 +101,7 @@ def _frozen_from(msg: Message, context: Context) -> dict[str, torch.Tensor]:
 
 
 def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], pid: int,
-                 state: RecordDict | None = None):
+                 state: RecordDict | None = None, conflict: dict[str, torch.Tensor] | None = None):
     """Rebuild the proxy from what the server sent and train it on partition ``pid``.
 
     ``state`` is the node's ``context.state``: with ``fed.keep_optimizer_state`` the client's
@@ -141,7 +141,8 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     if cfg.fed.keep_optimizer_state and state is not None:
         moments = _tensors(state[OPT_STATE]) if OPT_STATE in state else {}
     res = local_train(model, global_params, bench.train[pid], encoder, cfg.fed.for_round(server_round), device,
-                      client_seed(cfg.seed, server_round, pid), cfg.bf16, opt_state=moments)
+                      client_seed(cfg.seed, server_round, pid), cfg.bf16, opt_state=moments,
+                      conflict=conflict)
     if moments:
         state[OPT_STATE] = _arrays(moments)
     return cfg, res
@@ -152,7 +153,7 @@ def node_threads(node_config) -> None:
 
     A node-level setting because only the node knows its machine: SuperNodes that share cores
     (several on one host) must split them, or each training process spins its threads against
-    the others' (measured on 2 cores, 2 SuperNodes: a client step about 9x slower, docs/results.md).
+    the others' (measured on 2 cores, 2 SuperNodes: a client step about 9x slower, docs/experiments.md).
     """
     raw = node_config.get("threads", 0)
     try:
@@ -180,7 +181,10 @@ def client_train(msg: Message, context: Context) -> Message:
     params = decode_global(sent, _scales(msg.content), kept, wire_dtype)
     frozen = {k: v for k, v in kept.items() if k not in sent}
     t_unpacked = time.time()
-    _, res = local_update(conf, params, frozen, pid, context.state)
+    # PCR's per-coordinate conflict (fed.pcr_lambda), sent in float16 (the in-process path rounds alike)
+    conflict = {k: v.float() for k, v in _tensors(msg.content["conflict"]).items()} if "conflict" in msg.content \
+        else None
+    _, res = local_update(conf, params, frozen, pid, context.state, conflict)
     t_trained = time.time()
     update = _wire_records(*encode(res.update, wire_dtype))
     metrics = {k: float(v) for k, v in res.metrics.items()}
@@ -307,6 +311,8 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
         else:
             # Frozen tensors go only to nodes that do not hold them yet (frozen_cache).
             down = _wire_records(*encode_global(server.params, server.initial, cfg.fed.wire_dtype))
+            if (conflict := server.conflict()) is not None:
+                down["conflict"] = _arrays({k: v.half() for k, v in conflict.items()})
             msgs = [Message(content=RecordDict({**down,
                                                 **({} if node in cached else {"frozen": _arrays(frozen)}),
                                                 "config": ConfigRecord({**static, "round": r})}),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .compress import compress, load_proxy, save_proxy
 from .compress.base import ProxyMap, build_proxy
+from .compress.distill import distill
 from .context import RunContext
 from .federated import run_federation, trainable_names
 from .federated.client import class_tokens
@@ -75,12 +76,15 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
                    blocks_only=None, keep=None, save: bool = True, shards=None,
-                   align_ridge: float | None = None, keep_llm: bool = False) -> dict:
+                   align_ridge: float | None = None, keep_llm: bool = False,
+                   distill_frozen: list[int] | None = None) -> dict:
     """Compress (or use ``keep``), federate on the proxy, fuse into the LLM, evaluate.
 
     ``shards`` replaces the clients' training data (default: ``ctx.bench.train``). With
     ``align_ridge``, fusion also tries activation-aligned deltas (:mod:`fedproxy.fuse.align`);
-    with ``keep_llm``, the unchanged LLM competes on validation too (``fuse.keep_llm``).
+    with ``keep_llm``, the unchanged LLM competes on validation too (``fuse.keep_llm``). With
+    ``keep`` and ``distill_frozen`` the fixed proxy is distilled like FedProxy's (``compress_cfg``)
+    except for the blocks ``distill_frozen`` (Offsite-Tuning's emulator around its adapter).
     """
     t0 = time.perf_counter()
     class_tokens(ctx.encoder, fed_cfg)  # a config this benchmark cannot train fails before compression
@@ -91,6 +95,11 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         proxy = build_proxy(ctx.llm, keep).to(ctx.device)
         pmap = ProxyMap(len(blocks(ctx.llm)), keep, ctx.llm.config.model_type, "fixed")
         comp_info = {"method": "fixed", "keep": keep}
+        if distill_frozen is not None and compress_cfg.distill_steps > 0:
+            history = distill(proxy, ctx.llm, pmap, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg,
+                              ctx.device, ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress,
+                              frozen_blocks=distill_frozen)
+            comp_info.update(emulator_distilled=True, distill_loss_first=history[0], distill_loss_last=history[-1])
     proxy_before = ctx.evaluate(proxy)
     keep_files = save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3

@@ -70,8 +70,11 @@ def _record_config(cfg: RunConfig, path: Path, resume: bool) -> None:
     now = cfg.to_flat()
     if resume and path.is_file():
         before = json.loads(path.read_text())
+        defaults = RunConfig().to_flat()
+        # A key the first invocation's version did not have yet, at its default, changes nothing.
         changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-                   if k not in _RESUMABLE and before.get(k) != now.get(k)]
+                   if k not in _RESUMABLE and before.get(k) != now.get(k)
+                   and not (k not in before and now.get(k) == defaults.get(k))]
         if changed:
             raise ConfigError(
                 f"--resume in {path.parent} with a different config ({'; '.join(changed)}); "

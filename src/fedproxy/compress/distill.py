@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..config import CompressConfig
 from ..modeling import adamw, autocast
-from .base import ProxyMap
+from .base import ProxyMap, split_block_key
 
 
 def trainable_block_params(model) -> dict[str, torch.nn.Parameter]:
@@ -22,9 +22,17 @@ def trainable_block_params(model) -> dict[str, torch.nn.Parameter]:
 
 def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, torch.Tensor]],
             cfg: CompressConfig, device: torch.device, seed: int, bf16: bool = False,
-            ckpt_dir: Path | None = None, progress: bool = True) -> list[float]:
-    """Train ``proxy`` in place; returns the loss history. Resumes from ``ckpt_dir`` if present."""
+            ckpt_dir: Path | None = None, progress: bool = True,
+            frozen_blocks: list[int] | None = None) -> list[float]:
+    """Train ``proxy`` in place; returns the loss history. Resumes from ``ckpt_dir`` if present.
+
+    ``frozen_blocks`` (proxy block ids) stay as they are, with the final norm: Offsite-Tuning
+    distils only its emulator, around adapter blocks that remain the LLM's own.
+    """
     params = trainable_block_params(proxy)
+    if frozen_blocks is not None:
+        params = {n: p for n, p in params.items()
+                  if (parts := split_block_key(n)) is not None and parts[1] not in frozen_blocks}
     for n, p in proxy.named_parameters():
         p.requires_grad_(n in params)
     opt = adamw(params.values(), cfg.distill_lr)

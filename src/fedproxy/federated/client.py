@@ -84,14 +84,18 @@ def peak_rss_mb() -> float:
 
 def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Example], encoder: Encoder,
                 cfg: FedConfig, device: torch.device, seed: int, bf16: bool = False,
-                progress: str | None = None, opt_state: dict | None = None) -> ClientResult:
+                progress: str | None = None, opt_state: dict | None = None,
+                conflict: Delta | None = None) -> ClientResult:
     """Run ``cfg.local_steps`` AdamW steps from ``global_params``; return the update.
 
     Full fine-tuning returns the dense delta of the trained tensors. With ``cfg.lora_r > 0``
     a peft LoRA adapter is trained on all linear layers of the blocks and only its factors
     are returned (see :func:`fedproxy.federated.lora.lora_to_dense`). ``opt_state`` (a
     stateful client's moments, :func:`saved_moments`, empty in its first round) is put into
-    the fresh optimizer and updated in place with its state after training.
+    the fresh optimizer and updated in place with its state after training. With
+    ``cfg.pcr_lambda`` and ``conflict`` (the server's per-coordinate sign conflict of the last
+    round, :func:`fedproxy.aggregate.hties.conflict_score`) the loss adds the paper's
+    conflict-weighted proximal term (PCR) towards ``global_params``.
     """
     load_params(model, global_params)
     names = list(global_params)
@@ -107,6 +111,7 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
     opt = adamw(params.values(), cfg.lr)
     if opt_state:
         restore_moments(opt, params, opt_state)
+    pcr = _pcr_term(train_model, params, global_params, conflict, cfg) if cfg.pcr_lambda > 0 and conflict else None
     bias = prior_bias(examples, encoder, cfg.logit_adjust)
     classes = class_tokens(encoder, cfg)
     rng = random.Random(seed)
@@ -124,6 +129,8 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         total = loss
         if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
             total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
+        if pcr is not None:
+            total = total + cfg.pcr_lambda * pcr()
         total.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
@@ -148,6 +155,26 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
                "train_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tokens": tokens,
                "examples_seen": cfg.local_steps * cfg.batch_size}
     return ClientResult(update, len(examples), metrics, kind="lora" if cfg.lora_r > 0 else "dense")
+
+
+def _pcr_term(train_model, params: dict, global_params: Delta, conflict: Delta, cfg: FedConfig):
+    """A closure computing Σ C ⊙ (θ - θ_global)² over the trained tensors (PCR).
+
+    Full fine-tuning: θ - θ_global is the parameter's change. LoRA: it is each adapted
+    module's delta weight (scale x B @ A, peft's ``get_delta_weight``), the only change there.
+    """
+    from ..aggregate.hties import pcr_penalty
+
+    if cfg.lora_r == 0:
+        conf = {n: conflict[n].to(p.device) for n, p in params.items() if n in conflict}
+        anchor = {n: global_params[n].to(params[n].device) for n in conf}
+        return lambda: pcr_penalty({n: params[n] for n in conf}, anchor, conf)
+    pairs = []
+    for name, module in train_model.named_modules():
+        key = name.removeprefix("base_model.model.") + ".weight"
+        if hasattr(module, "get_delta_weight") and "default" in getattr(module, "lora_A", {}) and key in conflict:
+            pairs.append((module, conflict[key].to(next(module.parameters()).device)))
+    return lambda: sum((c * m.get_delta_weight("default").pow(2)).sum() for m, c in pairs)
 
 
 def saved_moments(opt: torch.optim.Optimizer, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

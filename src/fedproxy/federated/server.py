@@ -197,6 +197,12 @@ class FederatedServer:
     def _dense(self, res: ClientResult) -> Delta:
         return lora_to_dense(res.update, self.params) if res.kind == "lora" else res.update
 
+    def conflict(self) -> Delta | None:
+        """The last round's per-coordinate sign conflict, for the clients' PCR term (``fed.pcr_lambda``),
+        as clients receive it: in float16, in-process as over Flower."""
+        conflict = self.agg_state.get("conflict") if self.cfg.pcr_lambda > 0 else None
+        return None if conflict is None else {k: v.half().float() for k, v in conflict.items()}
+
     def global_as_received(self) -> Delta:
         """The global parameters as a client gets them over ``fed.wire_dtype``."""
         return decode_global(*encode_global(self.params, self.initial, self.cfg.wire_dtype), self.initial,
@@ -259,7 +265,8 @@ def run_federation(model: torch.nn.Module, global_params: Delta, clients: list[l
         results = []
         for c in server.sample(r):  # both ways through fed.wire_dtype, as over Flower
             res = local_train(model, start, clients[c], encoder, round_cfg, device, client_seed(seed, r, c), bf16,
-                              opt_state=None if opt_states is None else opt_states.setdefault(c, {}))
+                              opt_state=None if opt_states is None else opt_states.setdefault(c, {}),
+                              conflict=server.conflict())
             res.update = roundtrip(res.update, cfg.wire_dtype)
             results.append((c, res))
         rec = server.aggregate(results, extra={"round_seconds": time.perf_counter() - t0})
