@@ -60,7 +60,7 @@ def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     By default glibc raises the threshold to the size of each large block freed (up to 32 MiB),
     and later blocks come from heaps that keep freed pages. Pinning it cut a client's peak RSS
     by 8-9% but its speed by 30% (every step's activations then page-fault in fresh), so
-    fedproxy leaves the allocator alone; benchmarks/allocator.py measures both.
+    fedproxy leaves the allocator alone; benchmarks/diagnostics/allocator.py measures both.
     """
     import ctypes
 
@@ -75,7 +75,7 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     """Load only what a client would hold (the model in ``model_dir``) and time training steps.
 
     ``pin_malloc`` pins glibc's mmap threshold (:func:`pin_mmap_threshold`; not what fedproxy
-    does, see benchmarks/allocator.py).
+    does, see benchmarks/diagnostics/allocator.py).
     """
     import dataclasses
     import itertools

@@ -21,8 +21,8 @@ def error_line(err: str) -> str:
 
 
 def assert_clear_error(fault_log, what: str, code: int, err: str, fragment: str) -> None:
+    fault_log.bad_input(what)  # named first: if the assertion fails, the case counts as failed
     assert code == 2 and fragment in error_line(err)
-    fault_log.bad_input(what, clear_error=True)
 
 
 def test_missing_model_path(capsys, tmp_path, fault_log):

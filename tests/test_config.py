@@ -39,7 +39,7 @@ def test_overrides_parse_json_values():
 def test_bad_values_give_specific_errors(override, message, fault_log):
     with pytest.raises(ConfigError, match=message):
         RunConfig().with_overrides([override])
-    fault_log.bad_input(f"config override {override}", clear_error=True)
+    fault_log.bad_input(f"config override {override}")
 
 
 def test_secagg_rejects_lora_and_the_in_process_path(tiny_ctx):
@@ -55,7 +55,7 @@ def test_secagg_rejects_lora_and_the_in_process_path(tiny_ctx):
 def test_pooled_diagnostic_refuses_a_flower_engine(fault_log):
     with pytest.raises(ConfigError, match="'proxy-centralized' trains on pooled data"):
         RunConfig().with_overrides(['methods=["proxy-centralized"]', "fed.engine=simulation"])
-    fault_log.bad_input("proxy-centralized with fed.engine=simulation", clear_error=True)
+    fault_log.bad_input("proxy-centralized with fed.engine=simulation")
 
 
 def test_malformed_toml_is_reported(tmp_path):

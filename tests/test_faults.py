@@ -33,7 +33,7 @@ def test_server_restart_with_resume_gives_the_uninterrupted_result(tmp_path, fau
     resumed = simulate(cfg2, tmp_path / "run", resume=True)
     assert [h["round"] for h in resumed["history"]] == [1, 2]
     assert_same(resumed["params"], in_process_params(cfg2, tmp_path))
-    fault_log.record("server killed between rounds, restarted with resume", survived=True,
+    fault_log.record("server killed between rounds, restarted with resume",
                      rounds_lost=2 - len(resumed["history"]))
 
 
@@ -56,7 +56,7 @@ def test_client_crashing_mid_round_does_not_stop_the_round(tmp_path, fault_log):
     assert len(result["history"]) == 2
     assert all(h["clients"] == [0] for h in result["history"])
     assert any(float(v.abs().sum()) > 0 for v in result["params"].values())
-    fault_log.record("client killed mid-round", survived=True, rounds_lost=2 - len(result["history"]))
+    fault_log.record("client killed mid-round", rounds_lost=2 - len(result["history"]))
 
 
 MALICIOUS = {
@@ -85,7 +85,7 @@ def test_malicious_update_is_rejected_and_round_completes(tiny_cfg, attack, faul
     rec = server.aggregate([(0, ClientResult(honest, 5, metrics)), (1, ClientResult(honest, 5, metrics)), (2, bad)])
     assert rec["clients"] == [0, 1] and rec["rejected"][0]["client"] == 2 and rec["rejected"][0]["reason"]
     assert torch.equal(server.params["a"], torch.ones(4))
-    fault_log.record(f"malicious update: {attack}", survived=True, rounds_lost=1 - len(server.history))
+    fault_log.record(f"malicious update: {attack}", rounds_lost=1 - len(server.history))
 
 
 def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path, fault_log):
@@ -96,7 +96,7 @@ def test_corrupted_checkpoint_is_reported_and_previous_kept(tmp_path, fault_log)
     with pytest.raises(FedProxyError, match="is corrupt.*previous checkpoint .*federation.pt.prev is intact"):
         checkpoint.load(path)
     assert checkpoint.load(path.with_name("federation.pt.prev")) == {"round": 1}
-    fault_log.record("corrupted checkpoint (previous one kept)", survived=True)
+    fault_log.record("corrupted checkpoint (previous one kept)")
 
 
 def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path, fault_log):
@@ -110,7 +110,7 @@ def test_corrupted_run_checkpoint_gives_one_line_cli_error(capsys, tmp_path, fau
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--out", str(out), "--quiet", "--resume",
                            "--set", 'methods=["fedproxy"]')
     assert code == 2 and "is corrupt" in error_line(err)
-    fault_log.bad_input("corrupted checkpoint given to `fedproxy run --resume`", clear_error=True)
+    fault_log.bad_input("corrupted checkpoint given to `fedproxy run --resume`")
 
 
 def test_finished_method_leaves_no_resume_checkpoints(capsys, tmp_path):
@@ -132,7 +132,7 @@ def test_resume_with_a_different_config_is_refused(capsys, tmp_path, fault_log):
     assert run_cli(capsys, *base)[0] == 0
     code, _, err = run_cli(capsys, *base, "--resume", "--set", "fed.rounds=5")
     assert code == 2 and "fed.rounds: 2 -> 5" in error_line(err) and "new --out" in error_line(err)
-    fault_log.bad_input("`fedproxy run --resume` with a changed config", clear_error=True)
+    fault_log.bad_input("`fedproxy run --resume` with a changed config")
     # adding a method is what --resume is for: allowed, and the finished one is reused
     code, _, _ = run_cli(capsys, *base[:-1], 'methods=["zero-shot","fedproxy"]', "--resume")
     assert code == 0 and (out / "results" / "fedproxy.json").is_file()

@@ -175,7 +175,7 @@ def test_client_refuses_a_proxy_the_server_sent_incompletely(tiny_ctx, fault_log
     missing = sorted(frozen)[0]
     with pytest.raises(ModelError, match="sent no values for 1 proxy tensors"):
         local_update(conf, {n: params[n] for n in names}, {k: v for k, v in frozen.items() if k != missing}, 0)
-    fault_log.bad_input("server message without a frozen proxy tensor", clear_error=True)
+    fault_log.bad_input("server message without a frozen proxy tensor")
     _, res = local_update(conf, {n: params[n] for n in names}, frozen, 0)
     assert set(res.update) == set(names) and all(torch.isfinite(v).all() for v in res.update.values())
 
@@ -197,7 +197,7 @@ def test_node_config_threads_sets_torch_threads_and_rejects_bad_values(fault_log
     for bad in ("two", -1):
         with pytest.raises(ConfigError, match="node config threads=.*non-negative integer"):
             node_threads({"threads": bad})
-    fault_log.bad_input("SuperNode with node config threads='two' or -1", clear_error=True)
+    fault_log.bad_input("SuperNode with node config threads='two' or -1")
 
 
 def test_client_keeps_its_optimizer_state_in_the_node_context(tiny_ctx):

@@ -84,5 +84,5 @@ def test_silent_supernode_is_left_out_after_the_round_timeout(tmp_path, fault_lo
     history = result["history"]
     assert [r["clients"] for r in history] == [[0], [0]]  # every round finished without the silent node
     assert [r["missing"] for r in history] == [[1], [1]]
-    fault_log.record("silent SuperNode (never answers a training message)", survived=True,
+    fault_log.record("silent SuperNode (never answers a training message)",
                      rounds_lost=2 - len(history))

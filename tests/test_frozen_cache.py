@@ -33,7 +33,7 @@ def test_tensors_that_do_not_match_their_digest_are_refused(tmp_path, fault_log)
     with pytest.raises(ModelError, match="do not match their digest"):
         frozen_cache.store(tmp_path, key, {**tensors(), "b": torch.zeros(2)})
     assert not frozen_cache.has(tmp_path, key)
-    fault_log.bad_input("frozen tensors that do not match their digest", clear_error=True)
+    fault_log.bad_input("frozen tensors that do not match their digest")
 
 
 def test_missing_cache_entry_says_the_server_resends(tmp_path):

@@ -18,6 +18,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set fed.rounds=2 (repeatable; see `fedproxy config --keys`)")
     p.add_argument("--cache", default=None, help="asset cache folder (default $FEDPROXY_CACHE or ~/.cache/fedproxy)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="your own data: DIR/clients/<name>/{train,test}.jsonl and DIR/server/val.jsonl "
+                        "(same as --set data.dir=DIR; see fedproxy.data.local)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -82,7 +85,8 @@ def _dispatch(args) -> int:
         out = fuse_checkpoints(args.llm, args.proxy, args.tuned, Path(args.out), args.variant, args.scale, args.cache)
         print(f"fused checkpoint written to {out}")
         return 0
-    cfg = load_config(args.config).with_overrides(args.overrides)
+    overrides = args.overrides + ([f"data.dir={args.data}"] if getattr(args, "data", None) else [])
+    cfg = load_config(args.config).with_overrides(overrides)
     if args.command == "config":
         if args.keys:
             for key, default, text in help_keys():

@@ -50,6 +50,9 @@ class DataConfig:
     benchmark: str = _f("multiemo-domains", "benchmark: 'multiemo-domains' (4-way sentiment, a client per domain), "
                                             "'qa-domains' (generative short-answer QA, a client per source), "
                                             "'tiny-synthetic' or 'tiny-qa' (generated, for tests)")
+    dir: str = _f("", "your own data instead of a built-in benchmark: a folder with clients/<name>/train.jsonl "
+                      "and test.jsonl, server/val.jsonl, optionally server/text.jsonl, labels.json and "
+                      "instruction.txt (fedproxy.data.local); the size keys below do not apply to it")
     partition: str = _f("domain", "client partition: 'domain' (one client per domain) or 'dirichlet'")
     num_clients: int = _f(4, "number of clients (must be 4 for partition='domain' on multiemo)")
     dirichlet_alpha: float = _f(0.5, "Dirichlet concentration for partition='dirichlet' (smaller = more skew)")

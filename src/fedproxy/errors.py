@@ -17,6 +17,10 @@ class AssetError(FedProxyError):
     """A model or dataset could not be fetched, found or read."""
 
 
+class DataError(FedProxyError):
+    """A user's data file is missing or malformed; the message names the file and line."""
+
+
 class ModelError(FedProxyError):
     """A model cannot be handled by the requested operation."""
 

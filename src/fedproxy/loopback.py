@@ -67,7 +67,7 @@ class Loopback:
         link = free_port()  # Flower 1.42 serves the Control, Fleet and Runtime APIs on one HTTP port
         # SuperLink state in memory (Flower's default) unless ``database`` names an SQLite file: through
         # SQLite a loopback round trip of 212 MB per node each way took 23.7 s instead of 12.4 s on 2 cores
-        # (benchmarks/flower_transport.py, docs/experiments.md).
+        # (benchmarks/diagnostics/flower_transport.py, docs/experiments.md).
         db = ["--database", str(self.database)] if self.database else []
         self._start("superlink", "flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
                     "--host", "127.0.0.1", "--port", str(link), *db)

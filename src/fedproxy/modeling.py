@@ -40,7 +40,7 @@ def bf16_supported(device: torch.device) -> bool:
 def adamw(params, lr: float) -> torch.optim.AdamW:
     """AdamW without weight decay, fused into one kernel where torch has one for these tensors.
 
-    Profiling a proxy client step on CPU (benchmarks/profile_step.py) showed the default
+    Profiling a proxy client step on CPU (benchmarks/diagnostics/profile_step.py) showed the default
     multi-tensor AdamW taking about as long as forward + backward; the fused kernel makes one
     pass over parameters, gradients and moments instead of several.
     """

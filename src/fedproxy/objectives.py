@@ -21,7 +21,7 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
 
 # Packed rows are filled up to this many tokens (or the longest sequence). Measured on
 # SmolLM2 and its proxy, 2 CPU cores, the 400 test examples in batches of 32
-# (benchmarks/eval_packing.py): rows of 512 tokens scored 1.35x faster than padding, rows of
+# (benchmarks/diagnostics/eval_packing.py): rows of 512 tokens scored 1.35x faster than padding, rows of
 # 2048 only 1.16-1.22x, because a packed row's attention is quadratic in its length. A
 # client's training batch (8 examples) mostly fits in one row.
 PACK_TOKENS = 512

@@ -55,4 +55,4 @@ def test_global_travels_as_its_change_since_round_0():
 def test_unknown_wire_dtype_is_refused(fault_log):
     with pytest.raises(ConfigError, match="fed.wire_dtype must be one of"):
         encode({"w": torch.ones(2)}, "bfloat16")
-    fault_log.bad_input("unknown wire dtype", clear_error=True)
+    fault_log.bad_input("unknown wire dtype")

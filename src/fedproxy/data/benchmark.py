@@ -86,4 +86,18 @@ def load_benchmark(cfg: DataConfig, seed: int, cache=None, server_text: bool = T
     # Import for registration side effects only when a benchmark is actually requested.
     from . import multiemo, qa_domains, synthetic  # noqa: F401
 
-    return BENCHMARKS.get(cfg.benchmark)(cfg, seed, cache, server_text=server_text)
+    if not cfg.dir:
+        return BENCHMARKS.get(cfg.benchmark)(cfg, seed, cache, server_text=server_text)
+    from .local import load_local
+
+    bench = load_local(cfg.dir, seed)
+    if server_text and not bench.server_text:  # no public text of the user's: the built-in passages
+        import random
+
+        from .. import assets
+
+        tasks = assets.bigbench_tasks(list(multiemo.SERVER_TEXT_TASKS), cache)
+        bench.server_text = multiemo.public_text(tasks, cfg.server_text, random.Random(seed))
+    if not server_text:
+        bench.server_text = []
+    return bench

@@ -1,7 +1,7 @@
 """Which validation score should choose the plug-in? Accuracy, label loss or balanced accuracy.
 
 Usage:
-    python benchmarks/selection_rules.py runs/seeds_fp32/seed0 [runs/... ...] --out runs/selection_rules.json
+    python benchmarks/diagnostics/selection_rules.py runs/seeds_fp32/seed0 [runs/... ...] --out runs/selection_rules.json
 
 The fusion step tries each scale of the proxy's delta (0 = the unchanged LLM) on the server's
 96 validation examples and keeps the best. With so few examples, and a label mix that differs
@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     results = [study(run, args.scales, args.variant) for run in args.runs]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/selection_rules.py " + " ".join(
+    args.out.write_text(json.dumps({"command": "python benchmarks/diagnostics/selection_rules.py " + " ".join(
         map(str, args.runs)) + " --scales " + " ".join(f"{s:g}" for s in args.scales), "results": results}, indent=2))
     print("| rule | " + " | ".join(f"seed {r['seed']}" for r in results) + " | mean |")
     print("|---|" + "---|" * (len(results) + 1))

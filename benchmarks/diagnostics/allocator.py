@@ -1,7 +1,7 @@
 """Client training with glibc's dynamic mmap threshold vs the pinned one, in one run.
 
 Usage (the figures in docs/results.md, "Client memory"):
-    python benchmarks/allocator.py --steps 6 --repeats 2 --out runs/allocator.json
+    python benchmarks/diagnostics/allocator.py --steps 6 --repeats 2 --out runs/allocator.json
 
 For the full LLM and the default-size proxy (as in benchmarks/perf.py), each client runs in its
 own fresh process, once with glibc's default allocator behaviour (what fedproxy uses) and once
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-from perf import median_figures, prepare_models, run_isolated
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # perf.py, the headline performance benchmark
+
+from perf import median_figures, prepare_models, run_isolated  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

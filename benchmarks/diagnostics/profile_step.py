@@ -1,7 +1,7 @@
 """Where a client training step spends its time (torch.profiler), before optimizing.
 
 Usage:
-    python benchmarks/profile_step.py --model proxy --steps 4 [--padded] [--compile] [--trace runs/trace.json]
+    python benchmarks/diagnostics/profile_step.py --model proxy --steps 4 [--padded] [--compile] [--trace runs/trace.json]
 
 Builds the default proxy (uniform keep-ratio 0.5 of SmolLM2-135M, as in benchmarks/perf.py)
 or the full LLM, runs one warm-up and ``--steps`` profiled client steps with the default

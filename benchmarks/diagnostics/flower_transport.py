@@ -1,7 +1,7 @@
 """What moving arrays through Flower's Deployment Engine costs, without any training.
 
 Usage (the transport table in docs/results.md, Performance):
-    python benchmarks/flower_transport.py --mb 212 106 --database memory sqlite --out runs/flower_transport.json
+    python benchmarks/diagnostics/flower_transport.py --mb 212 106 --database memory sqlite --out runs/flower_transport.json
 
 For each payload size and SuperLink state store, a loopback SuperLink + 2 SuperNodes
 (``fedproxy.loopback``) run 3 rounds of a minimal Flower app: the server sends each node

@@ -1,7 +1,7 @@
 """Scoring on packed rows vs padded batches: same scores, less time.
 
 Usage:
-    python benchmarks/eval_packing.py [--seed 0] [--repeats 2] [--pack-tokens 512 2048] [--out runs/eval_packing.json]
+    python benchmarks/diagnostics/eval_packing.py [--seed 0] [--repeats 2] [--pack-tokens 512 2048] [--out runs/eval_packing.json]
 
 Scores every test example of the default benchmark (batches of 32, as the evaluation does)
 with the full LLM and with a keep-ratio-0.5 proxy (uniform blocks, as benchmarks/perf.py),

@@ -1,7 +1,7 @@
 """Client training speed and peak memory of an earlier commit's library against the working tree's.
 
 Usage (the before/after figures in docs/results.md, "Client memory"):
-    python benchmarks/compare_commits.py 1f3ab4a --repeats 2 --out runs/compare_commits.json
+    python benchmarks/diagnostics/compare_commits.py 1f3ab4a --repeats 2 --out runs/compare_commits.json
 
 Checks the commit out into a temporary git worktree and times the same client configurations
 (benchmarks/perf.py's full LLM and default-size proxy) with each library in turn: every
@@ -20,9 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from perf import median_figures, prepare_models
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # perf.py, the headline performance benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
+from perf import median_figures, prepare_models  # noqa: E402
 _CHILD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])

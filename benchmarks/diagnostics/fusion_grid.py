@@ -2,8 +2,8 @@
 validation (what the run may use to choose) and on the test splits (what it cannot see).
 
 Usage:
-    python benchmarks/fusion_grid.py runs/default [runs/other ...] --out runs/fusion_grid.json
-    python benchmarks/fusion_grid.py runs/default --variants source --parts all mlp attn
+    python benchmarks/diagnostics/fusion_grid.py runs/default [runs/other ...] --out runs/fusion_grid.json
+    python benchmarks/diagnostics/fusion_grid.py runs/default --variants source --parts all mlp attn
 
 Each row also has the test recall of every class (0: no example of that class predicted right).
 ``--parts`` fuses only part of each block's delta (``mlp``: the feed-forward tensors, ``attn``:

@@ -1,7 +1,7 @@
 """Do packed rows and right-padded batches train the same? Gradients of one client step, compared.
 
 Usage:
-    python benchmarks/layout_gradients.py PROXY_DIR [--seed 0] [--batches 2] [--out runs/layout_gradients.json]
+    python benchmarks/diagnostics/layout_gradients.py PROXY_DIR [--seed 0] [--batches 2] [--out runs/layout_gradients.json]
 
 ``PROXY_DIR`` is a saved proxy (e.g. ``runs/default/work/fedproxy/proxy``). For each client
 of the default benchmark and ``--batches`` training batches of ``fed.batch_size`` examples

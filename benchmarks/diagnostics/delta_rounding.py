@@ -1,7 +1,7 @@
 """How big is a federated update next to bf16's rounding, and how alike are the updates of two runs?
 
 Usage:
-    python benchmarks/delta_rounding.py BASE_PROXY NAME=TUNED_PROXY [NAME=TUNED_PROXY ...] [--out FILE]
+    python benchmarks/diagnostics/delta_rounding.py BASE_PROXY NAME=TUNED_PROXY [NAME=TUNED_PROXY ...] [--out FILE]
 
 ``BASE_PROXY`` is the proxy as the server sent it (``<run>/work/fedproxy/proxy``) and each
 ``TUNED_PROXY`` the same proxy after federation (``<run>/work/fedproxy/proxy_tuned``) of a run

@@ -9,7 +9,7 @@ Tuning's emulator idea applied to the gaps of a whole proxy. Clients train the k
 only (bridges frozen), the federated delta is fused with FedProxy's plug-in, and the
 bridges are discarded. One run of the default benchmark, seed ``--seed``:
 
-    python benchmarks/bridged_proxy.py --seed 0 --out runs/bridged_s0.json
+    python benchmarks/diagnostics/bridged_proxy.py --seed 0 --out runs/bridged_s0.json
 
 Prints the proxy's accuracy before/after federation, the fusion trials on server
 validation and the fused LLM's test accuracy (docs/results.md, Stage 3). The bridges live in

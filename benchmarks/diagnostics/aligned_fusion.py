@@ -3,8 +3,8 @@
 Refits each proxy layer's learned output change to the LLM's inputs on server text (closed
 form, no training) and compares it with plain ``source`` fusion at each scale.
 
-    python benchmarks/aligned_fusion.py runs/seeds6/seed1 --scales 1 2 3
-    python benchmarks/aligned_fusion.py runs/align_s1 --calib val --scales 1 2 3
+    python benchmarks/diagnostics/aligned_fusion.py runs/seeds6/seed1 --scales 1 2 3
+    python benchmarks/diagnostics/aligned_fusion.py runs/align_s1 --calib val --scales 1 2 3
 
 ``--calib val`` fits on the prompts of the server's validation examples (task text, no
 labels read) instead of the public server text the run's own ``fuse.align`` uses.

@@ -1,7 +1,7 @@
 """Is a model's missing class a label prior? Fit one bias per class on server validation and score the test splits.
 
 Usage (the table in docs/results.md, "What the fused LLM predicts"):
-    python benchmarks/label_bias.py runs/default/work/fedproxy/fused_llm --seed 0 --out runs/label_bias.json
+    python benchmarks/diagnostics/label_bias.py runs/default/work/fedproxy/fused_llm --seed 0 --out runs/label_bias.json
 
 Scores the LLM zero-shot and every model directory given (first-token label scores, as a run
 scores them), fits a per-class additive bias on the server's labelled validation split by
