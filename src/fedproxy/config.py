@@ -87,7 +87,12 @@ class CompressConfig:
     distill_steps: int = _f(40, "distillation steps on server text (0 = no distillation)")
     distill_lr: float = _f(1e-4, "distillation learning rate (AdamW)")
     distill_batch: int = _f(8, "distillation batch size")
-    kl_weight: float = _f(1.0, "weight of the logit KL term")
+    kl_weight: float = _f(1.0, "weight of the output term: logit KL (distill_target=logits) or final-state "
+                               "matching (distill_target=final-hidden)")
+    distill_target: str = _f("logits", "what the proxy's output is matched on: logits (KL over the whole vocabulary "
+                                       "at every position, priced by the vocabulary) or final-hidden (the final "
+                                       "normed hidden state: the LM head is frozen and shared, so equal states give "
+                                       "equal logits, and no head is computed)")
     hidden_weight: float = _f(1.0, "weight of the hidden-state matching term at mapped layers")
     temperature: float = _f(1.0, "distillation softmax temperature")
     proxy_dir: str = _f("", "reuse a proxy saved by `fedproxy compress` (or a run's work/fedproxy/proxy) "
@@ -102,6 +107,8 @@ class CompressConfig:
         _check(self.distill_batch >= 1, f"compress.distill_batch must be >= 1, got {self.distill_batch}")
         _check(self.kl_weight >= 0 and self.hidden_weight >= 0, "compress weights must be >= 0")
         _check(self.temperature > 0, f"compress.temperature must be > 0, got {self.temperature}")
+        _check(self.distill_target in ("logits", "final-hidden"),
+               f"compress.distill_target must be 'logits' or 'final-hidden', got '{self.distill_target}'")
 
 
 # Aggregators that need only the (weighted) mean of the updates, which is all SecAgg+ reveals.

@@ -208,6 +208,12 @@ def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
                 own[name].copy_(value.to(own[name].device, own[name].dtype))
 
 
+def backbone(model: nn.Module) -> nn.Module:
+    """The decoder stack without the LM head (its outputs end with the final norm); peft wrappers unwrapped."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
 def snapshot(model: nn.Module, names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Detached CPU fp32 copies of (a subset of) the model's parameters."""
     own = dict(model.named_parameters())

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.encode import Encoded, Encoder
+from .modeling import backbone
 
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cap = getattr(base.config, "final_logit_softcapping", None)
-    return base.model, base.get_output_embeddings(), cap
+    return backbone(model), base.get_output_embeddings(), cap
 
 
 # Packed rows are filled up to this many tokens (or the longest sequence). Measured on

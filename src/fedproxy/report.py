@@ -73,6 +73,20 @@ def _recall_lines(methods: dict, labels: list[str]) -> list[str]:
             + [f"| {name} | " + " | ".join(format_recall(rec)) + " |" for name, rec in rows])
 
 
+def _rounds(r: dict) -> str:
+    """Federated rounds run (and the one kept), or the stretches of an early-stopped pooled run."""
+    fed = r.get("federation")
+    if fed and "rounds" in fed:
+        best = fed.get("best_round", fed["rounds"])
+        return f"{fed['rounds']}" + (f" ({best})" if best != fed["rounds"] else "")
+    return f"{len(r['val_curve'])}" if r.get("val_curve") else "-"
+
+
+def _examples_seen(r: dict) -> str:
+    n = r.get("federation", {}).get("examples_seen") or r.get("examples_seen")
+    return f"{n:,}" if n else "-"
+
+
 def _decision_lines(methods: dict) -> list[str]:
     """What each plug-in decision shipped and why (``fuse.accept_alpha``), and what it rejected."""
     lines = []
@@ -157,8 +171,9 @@ def write_report(report: dict, out: Path) -> Path:
         f"device {report['environment']['device']}, total {report['total_seconds']:.0f} s.",
         "",
         f"| method | {metric} | loss | " + " | ".join(c["name"] for c in clients)
-        + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params | wall s |",
-        "|---" * (9 + len(clients)) + "|",  # method, score, loss, the clients, six more columns
+        + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params"
+          " | rounds (best) | examples seen | wall s |",
+        "|---" * (11 + len(clients)) + "|",  # method, score, loss, the clients, eight more columns
     ]
     for name, r in methods.items():
         fed = r.get("federation", {})
@@ -169,7 +184,7 @@ def write_report(report: dict, out: Path) -> Path:
             f"| {name} | {headline(r):.3f} | {r['loss']:.3f} | " + " | ".join(per)
             + f" | {'-' if g is None else f'{100 * g:.0f}%'} | {'-' if proxy is None else f'{proxy:.3f}'}"
             f" | {_mb(fed.get('bytes_up_per_client_per_round'))} | {_mb(fed.get('bytes_down_per_client_per_round'))}"
-            f" | {r.get('trainable_params', 0):,} | {r['wall_seconds']:.0f} |"
+            f" | {r.get('trainable_params', 0):,} | {_rounds(r)} | {_examples_seen(r)} | {r['wall_seconds']:.0f} |"
         )
     lines += _decision_lines(methods)
     lines += _round_check_lines(methods)

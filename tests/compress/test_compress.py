@@ -104,3 +104,37 @@ def test_gemma3_proxy_keeps_per_layer_attention_types():
     proxy = build_proxy(llm, [0, 2, 5])
     assert proxy.config.layer_types == ["sliding_attention", "full_attention", "full_attention"]
     assert proxy(torch.randint(0, 64, (1, 8))).logits.shape == (1, 8, 64)
+
+
+def test_final_state_distillation_never_computes_the_lm_head():
+    llm = tiny_llama(layers=6)
+    calls = []
+    llm.lm_head.register_forward_hook(lambda *a: calls.append(1))
+    cfg = CompressConfig(method="uniform", keep_ratio=0.5, distill_steps=30, distill_lr=3e-3,
+                         distill_target="final-hidden")
+    res = compress(llm, calib(n=2), cfg, torch.device("cpu"), seed=0, progress=False)
+    assert calls == [] and res.info["distill_loss_last"] < res.info["distill_loss_first"]
+    # equal final states give equal logits through the shared head: the logit gap shrinks too
+    ids, mask = calib(n=1)[0]
+    base = build_proxy(llm, res.pmap.keep)
+    with torch.no_grad():
+        target = llm(input_ids=ids, attention_mask=mask).logits
+        before = (base(input_ids=ids, attention_mask=mask).logits - target).pow(2).mean()
+        after = (res.proxy(input_ids=ids, attention_mask=mask).logits - target).pow(2).mean()
+    assert after < before
+
+
+def test_the_distilled_offsite_tuning_emulator_keeps_its_adapter_exact():
+    from fedproxy.compress.distill import distill
+
+    llm = tiny_llama(layers=8)
+    keep = [0, 1, 3, 5, 6, 7]
+    proxy = build_proxy(llm, keep)
+    before = {k: v.clone() for k, v in proxy.state_dict().items()}
+    distill(proxy, llm, ProxyMap(8, keep, "llama", "fixed"), calib(n=2),
+            CompressConfig(distill_steps=5, distill_lr=3e-3), torch.device("cpu"), 0, progress=False,
+            frozen_blocks=[0, 1, 4, 5])
+    after = proxy.state_dict()
+    changed = {split_block_key(k)[1] for k in after if split_block_key(k) and not torch.equal(after[k], before[k])}
+    assert changed == {2, 3}  # only the emulator's middle blocks trained
+    assert torch.equal(after["model.norm.weight"], before["model.norm.weight"])

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint
 from ..config import CompressConfig
-from ..modeling import adamw, autocast
+from ..modeling import adamw, autocast, backbone
 from .base import ProxyMap, split_block_key
 
 
@@ -49,6 +49,7 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
     llm.eval()
     proxy.train()
     t = cfg.temperature
+    final_state = cfg.distill_target == "final-hidden"
     bar = tqdm(range(start, cfg.distill_steps), desc="distill proxy", disable=not progress, initial=start,
                total=cfg.distill_steps)
     for step in bar:
@@ -56,13 +57,19 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
         ids, mask = ids.to(device), mask.to(device)
         valid = mask.bool()
         opt.zero_grad(set_to_none=True)  # before the forwards: see fedproxy.federated.client.local_train
+        # final-hidden: run the backbones only (the LM head is the share of a step that grows with the vocabulary)
+        teacher, student = (backbone(llm), backbone(proxy)) if final_state else (llm, proxy)
         with torch.no_grad(), autocast(device, bf16):
-            tout = llm(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            tout = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         with autocast(device, bf16):
-            sout = proxy(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        s_logits, t_logits = sout.logits[valid].float() / t, tout.logits[valid].float() / t
-        loss = cfg.kl_weight * F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True,
-                                        reduction="batchmean") * t * t
+            sout = student(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        if final_state:
+            th, sh = tout.last_hidden_state[valid].float(), sout.last_hidden_state[valid].float()
+            loss = cfg.kl_weight * F.mse_loss(sh, th) / th.pow(2).mean().clamp_min(1e-6)
+        else:
+            s_logits, t_logits = sout.logits[valid].float() / t, tout.logits[valid].float() / t
+            loss = cfg.kl_weight * F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True,
+                                            reduction="batchmean") * t * t
         if cfg.hidden_weight > 0 and teacher_idx:
             hid = 0.0
             for j, ti in enumerate(teacher_idx):
