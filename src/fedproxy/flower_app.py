@@ -242,7 +242,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
     returns its path.
     """
     from .context import build_context
-    from .methods import make_proxy
+    from .proxies import make_proxy
 
     ctx = build_context(cfg, out, progress=False)
     proxy, pmap, _ = make_proxy(ctx, cfg.compress, out)

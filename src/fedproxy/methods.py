@@ -4,13 +4,10 @@ baselines are in :mod:`fedproxy.baselines`. Each method is ``fn(ctx) -> result d
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import random
 import time
-from pathlib import Path
 
-from .compress import compress, load_proxy, save_proxy
+from .compress import save_proxy
 from .compress.base import ProxyMap, build_proxy
 from .compress.distill import distill
 from .context import RunContext
@@ -20,6 +17,7 @@ from .fuse import fuse_into, save_fused, select_fusion
 from .fuse.align import align_delta, input_grams
 from .eval import headline
 from .modeling import blocks, load_params, snapshot
+from .proxies import make_proxy
 from .registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -51,27 +49,6 @@ def fed_summary(server) -> dict:
         "examples_seen": sum(m.get("examples_seen", 0) for r in hist for m in r["client_metrics"].values()),
         "privacy": server.privacy(),
     }
-
-
-def make_proxy(ctx: RunContext, compress_cfg, work: Path):
-    """The proxy, its map and a summary: loaded from ``compress.proxy_dir`` or compressed now."""
-    if compress_cfg.proxy_dir:
-        proxy, pmap = load_proxy(Path(compress_cfg.proxy_dir))
-        pmap.check_llm(ctx.llm)
-        return proxy.to(ctx.device), pmap, {"method": "loaded", "proxy_dir": compress_cfg.proxy_dir, "keep": pmap.keep}
-    # Methods of one run that compress alike (fedproxy, proxy-centralized) share one proxy.
-    key = hashlib.sha256(json.dumps([dataclasses.asdict(compress_cfg), ctx.cfg.seed, ctx.bf16],
-                                    sort_keys=True).encode()).hexdigest()[:12]
-    shared = ctx.out / "work" / "compressed" / key
-    if (shared / "compress_info.json").is_file():
-        proxy, pmap = load_proxy(shared)
-        info = json.loads((shared / "compress_info.json").read_text())
-        return proxy.to(ctx.device), pmap, {**info, "shared_from": str(shared)}
-    comp = compress(ctx.llm, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg, ctx.device,
-                    ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress)
-    save_proxy(comp.proxy, comp.pmap, shared, ctx.tokenizer)
-    (shared / "compress_info.json").write_text(json.dumps(comp.info))  # written last: marks the copy complete
-    return comp.proxy, comp.pmap, comp.info
 
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..config import DataConfig
 from ..registry import Registry
 
 
@@ -74,30 +73,3 @@ class Benchmark:
 
 
 BENCHMARKS: Registry = Registry("benchmark")
-
-
-def load_benchmark(cfg: DataConfig, seed: int, cache=None, server_text: bool = True) -> Benchmark:
-    """The benchmark ``cfg.benchmark`` split with ``seed``.
-
-    ``server_text=False`` leaves the server's unlabelled text out (empty list): a client never
-    uses it, and reading and cutting it was 0.3 s of every Flower client message on multiemo.
-    Everything else is the same as with it.
-    """
-    # Import for registration side effects only when a benchmark is actually requested.
-    from . import multiemo, qa_domains, synthetic  # noqa: F401
-
-    if not cfg.dir:
-        return BENCHMARKS.get(cfg.benchmark)(cfg, seed, cache, server_text=server_text)
-    from .local import load_local
-
-    bench = load_local(cfg.dir, seed)
-    if server_text and not bench.server_text:  # no public text of the user's: the built-in passages
-        import random
-
-        from .. import assets
-
-        tasks = assets.bigbench_tasks(list(multiemo.SERVER_TEXT_TASKS), cache)
-        bench.server_text = multiemo.public_text(tasks, cfg.server_text, random.Random(seed))
-    if not server_text:
-        bench.server_text = []
-    return bench
