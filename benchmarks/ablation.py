@@ -1,6 +1,7 @@
-"""Ablations on the default benchmark: one `fedproxy run` per variant, one table.
+"""Ablations: one `fedproxy run` per variant, one table, paired 95% bootstrap CIs against the first variant.
 
-Usage (the tables in docs/results.md):
+Usage (the tables in docs/results.md and docs/experiments.md):
+    python benchmarks/ablation.py --suite paper --config converge --seeds 0 1 2 --out runs/ablation
     python benchmarks/ablation.py --suite aggregators --seeds 0 1 2 --out runs/ablation
     python benchmarks/ablation.py --suite transfer --out runs/ablation
     python benchmarks/ablation.py --suite privacy --out runs/ablation
@@ -9,7 +10,8 @@ Usage (the tables in docs/results.md):
 Each variant is the default config plus the listed overrides, run with
 methods=["fedproxy"] unless it sets `methods` (its row is then the first method listed);
 results are resumable (--resume) and summarised in <out>/<suite>.json and on stdout (mean ±
-std over seeds, and the paired difference to the first variant, seed by seed). Within a
+std over seeds, and the paired difference to the first variant over seeds x test examples
+with its 95% bootstrap CI). ``--config`` picks the preset (default: the quick one). Within a
 seed, variants that do not change compress.* reuse the first variant's proxy
 (compress.proxy_dir), so compression runs once per seed.
 """
@@ -23,10 +25,26 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.eval import headline
+from fedproxy.eval.guard import per_example
+from fedproxy.eval.stats import paired_ci
 from fedproxy.report import gain_recovered
 
 SUITES: dict[str, dict[str, list[str]]] = {
+    # The paper's stage 2 (arXiv 2604.19015 §4.2): H-TIES, the conflict-weighted proximal term
+    # (lambda from the public reproduction), both, against TIES and FedAvg; last, both with the
+    # paper's LoRA clients (r = 32, alpha = 64).
+    "paper": {
+        "fedavg": ["fed.aggregator=fedavg"],
+        "ties": ["fed.aggregator=ties"],
+        "h-ties": ["fed.aggregator=h-ties"],
+        "pcr (fedavg merge)": ["fed.aggregator=fedavg", "fed.pcr_lambda=1e-5"],
+        "h-ties + pcr": ["fed.aggregator=h-ties", "fed.pcr_lambda=1e-5"],
+        "h-ties + pcr, LoRA r=32": ["fed.aggregator=h-ties", "fed.pcr_lambda=1e-5", "fed.lora_r=32"],
+    },
     "aggregators": {name: [f"fed.aggregator={name}"] for name in
                     ("fedavg", "ties", "dare", "fedproxy", "median", "fedavgm")},
     # Accuracy cost of the privacy options on the default benchmark (FedAvg, since SecAgg+ and
@@ -57,21 +75,24 @@ SUITES: dict[str, dict[str, list[str]]] = {
 }
 
 
-def run_variant(out: Path, overrides: list[str], seed: int, resume: bool) -> dict:
+def run_variant(out: Path, overrides: list[str], seed: int, resume: bool, config: str | None = None) -> dict:
     """One run; its row is the first method in ``methods`` (``fedproxy`` unless overridden)."""
     methods = next((json.loads(o.split("=", 1)[1]) for o in overrides if o.startswith("methods=")), ["fedproxy"])
     sets = [x for o in [f"methods={json.dumps(methods)}", f"seed={seed}", *overrides] for x in ("--set", o)]
-    cmd = ["run", "--out", str(out), "--quiet", *sets] + (["--resume"] if resume else [])
-    if fedproxy_main(cmd) != 0:
+    cmd = ["run", "--out", str(out), "--quiet", *(["--config", config] if config else []), *sets]
+    if fedproxy_main(cmd + (["--resume"] if resume else [])) != 0:
         raise SystemExit(1)
-    report = json.loads((out / "report.json").read_text())["methods"]
+    full = json.loads((out / "report.json").read_text())
+    report, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
     r = report[methods[0]]
-    return {"overrides": overrides, "fused_accuracy": r["accuracy"],
-            "other_methods": {m: report[m]["accuracy"] for m in methods[1:]},
-            "proxy_after_fl": r["proxy_after_fl"]["accuracy"],
-            "proxy_before_fl": r["proxy_before_fl"]["accuracy"],
-            "per_client": {k: v["accuracy"] for k, v in r["per_client"].items()},
-            "fusion": {"variant": r["fusion"]["variant"], "scale": r["fusion"]["scale"]},
+    return {"overrides": overrides, "fused_accuracy": headline(r),
+            "scores": [x for c in clients for x in per_example(r["per_client"][c])],
+            "other_methods": {m: headline(report[m]) for m in methods[1:]},
+            "proxy_after_fl": headline(r["proxy_after_fl"]),
+            "proxy_before_fl": headline(r["proxy_before_fl"]),
+            "per_client": {k: headline(v) for k, v in r["per_client"].items()},
+            "fusion": {"variant": r["fusion"]["variant"], "scale": r["fusion"]["scale"],
+                       "shipped": r["fusion"].get("decision", {}).get("shipped")},
             "final_train_loss": r["federation"]["round_train_loss"][-1], "wall_seconds": r["wall_seconds"],
             "privacy": r["federation"]["privacy"]}
 
@@ -87,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--config", default=None, help="preset or config file every variant starts from")
     args = p.parse_args(argv)
     variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only}
     rows: dict[str, dict[int, dict]] = {n: {} for n in variants}
@@ -96,19 +118,21 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
             compress_default = not any(o.startswith("compress.") for o in overrides)
             extra = [f"compress.proxy_dir={shared_proxy}"] if compress_default and shared_proxy else []
-            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume)
+            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume, args.config)
             if compress_default and shared_proxy is None:
                 shared_proxy = out / "work" / "fedproxy" / "proxy"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2))
     first = next(iter(variants))
-    print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM acc | per seed | vs {first} (paired) "
+    print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM score | per seed | vs {first}: mean [95% CI] "
           "| proxy after FL | fusion scales |")
     print("|---|---|---|---|---|---|")
     for name, by_seed in rows.items():
         acc = [r["fused_accuracy"] for r in by_seed.values()]
-        diff = [r["fused_accuracy"] - rows[first][s]["fused_accuracy"] for s, r in by_seed.items()]
-        print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | {mean_std(diff)} | "
+        d = paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
+                      [np.asarray(rows[first][s]["scores"]) for s in by_seed])
+        print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | "
+              f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
     _print_gain_recovered(rows)

@@ -158,8 +158,8 @@ class FedConfig:
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
     pcr_lambda: float = _f(0.0, "the paper's conflict-weighted proximal term (PCR): each client adds lambda * "
                                 "sum C * (theta - theta_global)^2, C the per-coordinate sign conflict of the "
-                                "previous round's updates (needs aggregator h-ties; 1e-5 in the public "
-                                "reproduction); 0 = off")
+                                "previous round's updates, measured by the server whatever the aggregator "
+                                "(1e-5 in the public reproduction); 0 = off")
     logit_adjust: float = _f(0.0, "label-skew correction (FedLC-style logit adjustment): each client adds "
                                   "tau * log(C * p_c) of its own label frequencies p_c to the label logits in its "
                                   "loss, so the shared model does not absorb each client's label prior; 0 = off")
@@ -199,9 +199,9 @@ class FedConfig:
         _check(self.wire_dtype in WIRE_DTYPES, f"fed.wire_dtype must be one of {WIRE_DTYPES}, got '{self.wire_dtype}'")
         _check(self.prox_mu >= 0, f"fed.prox_mu must be >= 0, got {self.prox_mu}")
         _check(self.pcr_lambda >= 0, f"fed.pcr_lambda must be >= 0, got {self.pcr_lambda}")
-        _check(self.pcr_lambda == 0 or self.aggregator == "h-ties",
-               f"fed.pcr_lambda > 0 weights the proximal term by the sign conflict that the h-ties aggregator "
-               f"measures; set fed.aggregator=h-ties (got '{self.aggregator}')")
+        _check(not (self.pcr_lambda > 0 and self.secagg),
+               "fed.pcr_lambda needs each client's update sign, which SecAgg+ hides; set fed.secagg=false or "
+               "fed.pcr_lambda=0")
         _check(self.label_softmax in LABEL_SOFTMAX,
                f"fed.label_softmax must be one of {LABEL_SOFTMAX}, got '{self.label_softmax}'")
         _check(self.logit_adjust >= 0, f"fed.logit_adjust must be >= 0, got {self.logit_adjust}")

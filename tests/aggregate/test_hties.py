@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fedproxy.aggregate import AGGREGATORS, AggOptions
-from fedproxy.aggregate.hties import (client_analysis, conflict_score, elect_and_merge, h_ties_merge, keep_top,
-                                      pcr_penalty)
+from fedproxy.aggregate.hties import (client_analysis, conflict_score, conflicts, elect_and_merge, h_ties_merge,
+                                      keep_top, pcr_penalty)
 
 
 def test_analysis_of_two_agreeing_clients_and_one_orthogonal():
@@ -49,11 +49,10 @@ def test_merge_of_whole_updates_and_the_registered_aggregator():
               {"a": torch.tensor([0.0, 0.0]), "b": torch.tensor([[3.0]])}]
     merged, info = h_ties_merge(deltas)
     assert merged["a"].tolist() == [1.5, 0.0] and merged["b"].tolist() == [[3.0]]
-    assert info["conflict"]["a"].tolist() == pytest.approx([1 / 3, 1.0])
+    assert conflicts(deltas)["a"].tolist() == pytest.approx([1 / 3, 1.0])
     state: dict = {}
     out = AGGREGATORS.get("h-ties")(deltas, [1, 1, 1], AggOptions(), state)
-    assert torch.equal(out["a"], merged["a"]) and set(state["conflict"]) == {"a", "b"}
-    assert len(state["keep_ratios"]) == 3
+    assert torch.equal(out["a"], merged["a"]) and len(state["keep_ratios"]) == 3
 
 
 def test_pcr_penalty_is_the_conflict_weighted_square_distance():
@@ -95,12 +94,13 @@ def test_a_federation_with_pcr_sends_the_conflict_from_round_two(tiny_ctx):
     assert len(server.history[-1]["client_weights"]) == len(tiny_ctx.bench.train)
 
 
-def test_pcr_needs_the_h_ties_aggregator():
+def test_pcr_needs_each_update_so_not_secagg():
     from fedproxy.config import FedConfig
     from fedproxy.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="fed.aggregator=h-ties"):
-        FedConfig(pcr_lambda=1e-5)
+    with pytest.raises(ConfigError, match="SecAgg\\+ hides"):
+        FedConfig(pcr_lambda=1e-5, secagg=True, aggregator="fedavg")
+    assert FedConfig(pcr_lambda=1e-5, aggregator="ties").pcr_lambda == 1e-5  # any aggregator
 
 
 def test_pcr_with_lora_clients_penalises_the_adapter_delta(tiny_ctx):

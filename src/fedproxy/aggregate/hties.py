@@ -4,8 +4,9 @@ Per round, from the client updates Δ_1..Δ_K (flattened over every trained tens
 
 1. cosine similarities S_ij; heterogeneity h_i = 1 - Σ_{j≠i} max(S_ij, 0) / (K - 1), min-max
    normalised over the clients to ĥ_i; client weights w = softmax_i(Σ_{j≠i} |S_ij|) (Eqs. 5-7);
-2. per-coordinate conflict C = 1 - |Σ_i sign(Δ_i)| / K, kept for the next round's conflict-
-   weighted proximal term on the clients (PCR, Eqs. 8-9; :func:`pcr_penalty`);
+2. per-coordinate conflict C = 1 - |Σ_i sign(Δ_i)| / K (:func:`conflict_score`), which the
+   server keeps for the next round's conflict-weighted proximal term on the clients (PCR,
+   Eqs. 8-9; :func:`pcr_penalty`, ``fed.pcr_lambda``), whatever the aggregator;
 3. client i keeps its top r_i = 1 - 0.2·ĥ_i fraction of entries by magnitude (Eq. 10), so a
    more heterogeneous client trims more;
 4. weighted sign election: the positive side wins a coordinate when its weighted mass is at
@@ -92,14 +93,18 @@ def _unflatten(vec: torch.Tensor, spec) -> Delta:
 
 
 def h_ties_merge(deltas: list[Delta], rho: float = RHO) -> tuple[Delta, dict]:
-    """The merged update and the round's analysis (weights, keep ratios, conflict per tensor)."""
+    """The merged update and the round's analysis (similarities, weights, keep ratios)."""
     flat, spec = _flatten(deltas)
     info = client_analysis(flat)
-    conflict = _unflatten(conflict_score(flat), spec)
     if len(deltas) == 1:
-        return _unflatten(flat[0], spec), {**info, "conflict": conflict}
+        return _unflatten(flat[0], spec), info
     trimmed = torch.stack([keep_top(flat[i], float(info["keep"][i])) for i in range(len(deltas))])
-    return _unflatten(elect_and_merge(trimmed, info["weights"], rho), spec), {**info, "conflict": conflict}
+    return _unflatten(elect_and_merge(trimmed, info["weights"], rho), spec), info
+
+
+def conflicts(deltas: list[Delta]) -> Delta:
+    """:func:`conflict_score` of every tensor of the clients' updates."""
+    return {k: conflict_score(torch.stack([d[k].float() for d in deltas])) for k in deltas[0]}
 
 
 @AGGREGATORS.register("h-ties")
@@ -107,7 +112,6 @@ def h_ties(deltas: list[Delta], sizes, opts, state) -> Delta:
     merged, info = h_ties_merge(deltas)
     state["last_weights"] = info["weights"].tolist()
     state["keep_ratios"] = info["keep"].tolist()
-    state["conflict"] = info["conflict"]  # the clients' PCR weights next round
     return merged
 
 

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..aggregate import AGGREGATORS, AggOptions, add_gaussian_noise, clip_update, dp_epsilon, validate_update
 from ..aggregate.base import Delta
+from ..aggregate.hties import conflicts
 from ..config import SECURE_AGGREGATORS, FedConfig
 from ..data.benchmark import Example
 from ..data.encode import Encoder
@@ -96,6 +97,8 @@ class FederatedServer:
                   "bytes_down_per_client": nbytes(self.params, self.cfg.wire_dtype), **(extra or {})}
         self._keep_previous()
         agg = self.aggregate_fn(deltas, sizes, self.opts, self.agg_state) if deltas else None
+        if self.cfg.pcr_lambda > 0 and deltas:  # the clients' PCR weights next round (fed.pcr_lambda)
+            self.agg_state["conflict"] = conflicts(deltas)
         return self._apply(agg, record, len(deltas), t0)
 
     def apply_secure_mean(self, mean: Delta, clients: list[int], metrics: dict[int, dict],
