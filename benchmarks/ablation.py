@@ -46,7 +46,7 @@ SUITES: dict[str, dict[str, list[str]]] = {
         "h-ties + pcr, LoRA r=32": ["fed.aggregator=h-ties", "fed.pcr_lambda=1e-5", "fed.lora_r=32"],
     },
     "aggregators": {name: [f"fed.aggregator={name}"] for name in
-                    ("fedavg", "ties", "dare", "fedproxy", "median", "fedavgm")},
+                    ("fedavg", "ties", "dare", "agreement", "median", "fedavgm")},
     # Accuracy cost of the privacy options on the default benchmark (FedAvg, since SecAgg+ and
     # the DP noise calibration both need a mean). Update norms are ~4-5 here, so C = 5 barely clips.
     "privacy": {

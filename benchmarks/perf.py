@@ -235,7 +235,7 @@ def server_costs(seed: int, overrides: list[str] = ()) -> dict:
     g = torch.Generator().manual_seed(seed)
     deltas = [{k: torch.randn(v.shape, generator=g) * 1e-3 for k, v in base.items()} for _ in range(4)]
     out = {"compress_seconds": t_compress}
-    for agg in ("fedavg", "ties", "fedproxy"):
+    for agg in ("fedavg", "ties", "agreement", "h-ties"):
         t0 = time.perf_counter()
         merged = AGGREGATORS.get(agg)(deltas, [1, 1, 1, 1], AggOptions(density=0.2), {})
         out[f"aggregate_{agg}_seconds"] = time.perf_counter() - t0
@@ -461,9 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, r in server["bytes_per_client_per_round"].items():
         print(f"| {k} | " + " | ".join(f"{r[w][d] / 2**20:.1f}" for w in ("float16", "float32") for d in ("up", "down"))
               + " |")
-    print(f"server: compress {server['compress_seconds']:.1f} s, aggregate fedavg/ties/fedproxy "
+    print(f"server: compress {server['compress_seconds']:.1f} s, aggregate fedavg/ties/agreement/h-ties "
           f"{server['aggregate_fedavg_seconds']:.2f}/{server['aggregate_ties_seconds']:.2f}/"
-          f"{server['aggregate_fedproxy_seconds']:.2f} s (4 clients), fuse {server['fuse_seconds']:.2f} s")
+          f"{server['aggregate_agreement_seconds']:.2f}/{server['aggregate_h-ties_seconds']:.2f} s (4 clients), "
+          f"fuse {server['fuse_seconds']:.2f} s")
     return 0
 
 

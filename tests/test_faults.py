@@ -73,7 +73,7 @@ MALICIOUS = {
 @pytest.mark.parametrize("attack", sorted(MALICIOUS))
 def test_malicious_update_is_rejected_and_round_completes(tiny_cfg, attack, fault_log):
     params = {"a": torch.zeros(4), "b": torch.zeros(2, 2)}
-    cfg = dataclasses.replace(tiny_cfg.fed, aggregator="fedproxy", max_update_norm=100.0)
+    cfg = dataclasses.replace(tiny_cfg.fed, aggregator="agreement", max_update_norm=100.0)
     server = FederatedServer(params, cfg, seed=0, num_clients=3)
     honest = {"a": torch.ones(4), "b": torch.ones(2, 2)}
     metrics = {"train_loss": 1.0, "tokens_per_s": 1.0, "peak_rss_mb": 1.0}

@@ -154,7 +154,7 @@ class FedConfig:
     aggregator: str = _f("ties", "server aggregator: ties (default: best of a 3-seed ablation, docs/experiments.md), "
                                  "h-ties (the paper's heterogeneity-aware TIES; with pcr_lambda its client term), "
                                  "fedavg, fedprox (needs prox_mu > 0), fedavgm, fedexp, dare, median, normclip, "
-                                 "fedproxy")
+                                 "agreement (agreement-weighted sign consensus; named 'fedproxy' in earlier releases)")
     prox_mu: float = _f(0.0, "client proximal term weight (FedProx); > 0 keeps deltas near the global model")
     pcr_lambda: float = _f(0.0, "the paper's conflict-weighted proximal term (PCR): each client adds lambda * "
                                 "sum C * (theta - theta_global)^2, C the per-coordinate sign conflict of the "

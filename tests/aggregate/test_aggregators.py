@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fedproxy.aggregate import AGGREGATORS, AggOptions, validate_update
-from fedproxy.aggregate.fedproxy import agreement_weights
+from fedproxy.aggregate.agreement import agreement_weights
 from fedproxy.aggregate.ties import ties_merge
 from fedproxy.errors import UpdateRejected
 
@@ -94,7 +94,7 @@ def test_fedproxy_downweights_the_conflicting_client():
 def test_fedproxy_merge_does_not_cancel_opposite_pushes():
     # Two clients agree on +1, one pushes -1: FedAvg shrinks to 1/3, sign consensus keeps +1.
     ups = [d(1.0), d(1.0), d(-1.0)]
-    out = AGGREGATORS.get("fedproxy")(ups, [1, 1, 1], OPTS, {})
+    out = AGGREGATORS.get("agreement")(ups, [1, 1, 1], OPTS, {})
     avg = AGGREGATORS.get("fedavg")(ups, [1, 1, 1], OPTS, {})
     assert out["w"].item() == pytest.approx(1.0)
     assert avg["w"].item() == pytest.approx(1 / 3)

@@ -3,7 +3,7 @@
 A new aggregator is one file with ``@AGGREGATORS.register("name")``.
 """
 
-from . import dare, fedavg, fedavgm, fedexp, fedprox, fedproxy, hties, robust, ties  # noqa: F401  (registration)
+from . import agreement, dare, fedavg, fedavgm, fedexp, fedprox, hties, robust, ties  # noqa: F401  (registration)
 from .base import AGGREGATORS, AggOptions, Delta, flat_norm, validate_update
 from .dp import add_gaussian_noise, clip_update, dp_epsilon
 

@@ -7,6 +7,7 @@ import math
 import random
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -107,11 +108,10 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         params = {n: own[n] for n in names}
         for n, p in model.named_parameters():
             p.requires_grad_(n in params)
-    anchor = {n: global_params[n].to(device) for n in names} if cfg.prox_mu > 0 and cfg.lora_r == 0 else None
     opt = adamw(params.values(), cfg.lr)
     if opt_state:
         restore_moments(opt, params, opt_state)
-    pcr = _pcr_term(train_model, params, global_params, conflict, cfg) if cfg.pcr_lambda > 0 and conflict else None
+    terms = regularizers(cfg, train_model, params, global_params, conflict)
     bias = prior_bias(examples, encoder, cfg.logit_adjust)
     classes = class_tokens(encoder, cfg)
     rng = random.Random(seed)
@@ -127,10 +127,8 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
         with autocast(device, bf16):
             loss = label_loss(train_model, batch, bias, cfg.pack, classes)
         total = loss
-        if anchor is not None:  # FedProx: stay near the global model, which also keeps deltas transferable
-            total = loss + 0.5 * cfg.prox_mu * sum((params[n] - anchor[n]).pow(2).sum() for n in names)
-        if pcr is not None:
-            total = total + cfg.pcr_lambda * pcr()
+        for _, weight, term in terms:
+            total = total + weight * term()
         total.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         opt.step()
@@ -155,6 +153,28 @@ def local_train(model: torch.nn.Module, global_params: Delta, examples: list[Exa
                "train_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tokens": tokens,
                "examples_seen": cfg.local_steps * cfg.batch_size}
     return ClientResult(update, len(examples), metrics, kind="lora" if cfg.lora_r > 0 else "dense")
+
+
+def regularizers(cfg: FedConfig, train_model, params: dict, global_params: Delta,
+                 conflict: Delta | None) -> list[tuple[str, float, Callable[[], torch.Tensor]]]:
+    """The client objective's additive terms, each (name, weight, term()), added to the label loss.
+
+    - ``prox`` (``fed.prox_mu``, FedProx): mu/2 x ||theta - theta_global||², which keeps the
+      update near the global model (full fine-tuning only: a LoRA client's factors start at 0);
+    - ``pcr`` (``fed.pcr_lambda``, the paper's conflict-weighted proximal term):
+      lambda x Σ C ⊙ (theta - theta_global)², from the last round's conflict ``conflict``.
+
+    The label loss's own options (logit adjustment, the class softmax) shape the loss itself
+    and live in :func:`fedproxy.objectives.label_loss`. A new term is one entry here.
+    """
+    terms = []
+    if cfg.prox_mu > 0 and cfg.lora_r == 0:
+        anchor = {n: global_params[n].to(p.device) for n, p in params.items()}
+        terms.append(("prox", 0.5 * cfg.prox_mu,
+                      lambda: sum((params[n] - anchor[n]).pow(2).sum() for n in params)))
+    if cfg.pcr_lambda > 0 and conflict:
+        terms.append(("pcr", cfg.pcr_lambda, _pcr_term(train_model, params, global_params, conflict, cfg)))
+    return terms
 
 
 def _pcr_term(train_model, params: dict, global_params: Delta, conflict: Delta, cfg: FedConfig):

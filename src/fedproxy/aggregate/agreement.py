@@ -1,4 +1,5 @@
-"""The FedProxy default: conflict-aware client weighting + weighted sign-consensus merge.
+"""``agreement``: agreement-weighted clients + a weighted sign-consensus merge (named ``fedproxy``
+in earlier releases; the paper's own stage-2 aggregator is ``h-ties``, :mod:`.hties`).
 
 1. Each client's weight is its sample share times ``exp(beta * a_i)``, where ``a_i`` is the
    mean cosine similarity of its update to the other clients' updates: a client pulling
@@ -38,8 +39,8 @@ def sign_consensus(stacked: torch.Tensor, weights: torch.Tensor, density: float 
     return disjoint_mean(x, sign, weights)
 
 
-@AGGREGATORS.register("fedproxy")
-def fedproxy(deltas: list[Delta], sizes, opts, state) -> Delta:
+@AGGREGATORS.register("agreement")
+def agreement(deltas: list[Delta], sizes, opts, state) -> Delta:
     w = agreement_weights(deltas, sizes)
     state["last_weights"] = w.tolist()
     return {k: sign_consensus(stack(deltas, k), w) for k in deltas[0]}
