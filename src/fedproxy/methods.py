@@ -11,11 +11,11 @@ from .compress import save_proxy
 from .compress.base import ProxyMap, build_proxy
 from .compress.distill import distill
 from .context import RunContext
+from .eval import headline
 from .federated import run_federation, trainable_names
 from .federated.client import class_tokens
 from .fuse import fuse_into, save_fused, select_fusion
 from .fuse.align import align_delta, input_grams
-from .eval import headline
 from .modeling import blocks, load_params, snapshot
 from .proxies import make_proxy
 from .registry import Registry
@@ -137,10 +137,10 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_tes
     """
     base = snapshot(proxy) if curve else {}  # the proxy as compressed, before any round
 
-    def monitor(params) -> dict:
+    def monitor(params, full: bool = True) -> dict:
         load_params(proxy, params)
         out = {"val": ctx.val_eval(proxy)}
-        if curve:
+        if curve and full:
             out["proxy_test_score"] = headline(ctx.evaluate(proxy, curve_test))
             fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
             fused_val = headline(ctx.val_eval(ctx.llm))

@@ -142,7 +142,7 @@ def test_each_client_gets_back_its_own_optimizer_state(tiny_ctx, monkeypatch):
 GOLD = [0] * 40 + [1] * 40 + [2] * 40
 
 
-def _monitor(params):
+def _monitor(params, full=True):
     """Validation tables of a global model: healthy while a[0] < 2, one class for everything after."""
     if float(params["a"][0]) < 2:
         pred = GOLD[:100] + [0] * 20  # 100 of 120 right, every class recalled
@@ -186,7 +186,7 @@ def test_with_rollback_a_collapsing_round_is_discarded(tiny_ctx):
 def test_patience_stops_and_keeps_the_best_round(tiny_ctx):
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
 
-    def monitor(params):
+    def monitor(params, full=True):
         return {**_monitor({"a": torch.zeros(3)}), "score": next(scores)}
 
     cfg = dataclasses.replace(tiny_ctx.cfg.fed, aggregator="fedavg", rounds=10, patience=2)

@@ -38,6 +38,7 @@ def client_seed(seed: int, round_idx: int, client: int) -> int:
 # What a server-side round check returns for the new global parameters: ``val`` (an evaluation
 # of them on server validation, :func:`fedproxy.eval.evaluate`), optionally ``score`` (what
 # ``fed.patience`` watches; default the validation accuracy) and any curve figures to record.
+# Called as ``monitor(params, full=False)`` it need return only ``val`` (the round-0 baseline).
 Monitor = Callable[[Delta], dict]
 
 
@@ -159,7 +160,7 @@ class FederatedServer:
     def _check(self, record: dict) -> dict:
         t0 = time.perf_counter()
         if self.last_val is None:  # the model the clients started from (round 0), scored once
-            self.last_val = self.monitor(self.initial)["val"]
+            self.last_val = self.monitor(self.initial, full=False)["val"]
         out = self.monitor(self.params)
         val = out.pop("val")
         score = float(out.pop("score", headline(val)))
