@@ -112,6 +112,15 @@ def test_simulation_engine_matches_in_process(tmp_path):
     assert len(result["history"]) == 2
     assert_same(result["params"], in_process_params(cfg, tmp_path))
     assert_audit_clean(tmp_path / "sim", cfg, tmp_path)
+    # the stand-alone ServerApp runs all three stages: a fused checkpoint, its recipe and a report
+    import json
+
+    report = json.loads((tmp_path / "sim" / "report.json").read_text())
+    recipe = json.loads((tmp_path / "sim" / "fused_llm" / "fusion_recipe.json").read_text())
+    assert recipe["decision"]["shipped"] in ("plug-in", "unchanged LLM") and report["fusion"]["scale"] == recipe["scale"]
+    assert (tmp_path / "sim" / "fused_llm" / "config.json").is_file()
+    assert report["federation"]["rounds"] == 2 and len(report["federation"]["round_checks"]) == 2
+    assert "shipped" in (tmp_path / "sim" / "report.md").read_text()
     # the round-time breakdown of benchmarks/perf.py: delivery before the handler, the handler around training
     for rec in result["history"]:
         for m in rec["client_metrics"].values():

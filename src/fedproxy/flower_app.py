@@ -236,20 +236,53 @@ def _partitions(grid: Grid, want: int, timeout: float, frozen_key: str = "") -> 
 
 
 def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: Context | None = None) -> Path:
-    """The stand-alone ServerApp: make the proxy, federate it over ``grid``, save the result.
+    """The stand-alone ServerApp: all three stages, resumable, on what the server owns.
 
-    Writes ``out/flower_result.pt`` (global proxy parameters, history, proxy map, seed) and
-    returns its path.
+    Compresses the proxy (or loads ``compress.proxy_dir``), federates it over ``grid`` with the
+    server's round checks, fuses it into the LLM under the do-no-harm rule on server validation,
+    and writes ``out/fused_llm`` (a Hugging Face checkpoint with ``fusion_recipe.json``),
+    ``out/report.json`` and ``out/report.md`` (validation scores: the server holds no client test
+    data) and ``out/flower_result.pt`` (global proxy parameters, history, proxy map, seed), whose
+    path it returns.
     """
     from .context import build_context
-    from .proxies import make_proxy
+    from .eval import headline
+    from .fuse import save_fused, select_fusion
+    from .modeling import load_params
+    from .proxies import make_proxy, round_monitor
 
-    ctx = build_context(cfg, out, progress=False)
-    proxy, pmap, _ = make_proxy(ctx, cfg.compress, out)
-    server = federate_over_grid(grid, cfg, proxy, ctx.tokenizer, len(ctx.bench.train), out, resume, context)
+    t0 = time.perf_counter()
+    ctx = build_context(cfg, out, resume=resume, progress=False)
+    proxy, pmap, comp_info = make_proxy(ctx, cfg.compress, out)
+    server = federate_over_grid(grid, cfg, proxy, ctx.tokenizer, len(ctx.bench.train), out, resume, context,
+                                monitor=round_monitor(ctx, proxy, pmap, cfg.fed.curve, cfg.fed.curve_test),
+                                guard=ctx.acceptance())
     result = out / "flower_result.pt"
     checkpoint.save({"params": server.params, "history": server.history, "keep": pmap.keep, "seed": cfg.seed},
                     result)
+    accept = ctx.acceptance() if cfg.fuse.accept_alpha > 0 else None
+    recipe, trials = select_fusion(ctx.llm, server.total_delta(), pmap, cfg.fuse.variants, cfg.fuse.scales,
+                                   ctx.val_eval, None, True, accept, ctx.llm_eval("val"))
+    save_fused(ctx.llm, ctx.tokenizer, {**recipe, "proxy_map": pmap.keep, "method": "fedproxy"}, out / "fused_llm")
+    ctx.restore_llm()
+    load_params(proxy, server.result())
+    shipped = next(t for t in trials if (t["variant"], t["scale"], t["aligned"]) ==
+                   (recipe["variant"], recipe["scale"], recipe["aligned"]))
+    report = {"seed": cfg.seed, "config": cfg.to_dict(), "metric": ctx.bench.metric,
+              "server_val_examples": len(ctx.bench.server_val), "compression": comp_info,
+              "llm_val_score": headline(ctx.llm_eval("val")), "fused_val_score": shipped["val_accuracy"],
+              "proxy_val_score": headline(ctx.val_eval(proxy)), "fusion": {**recipe, "trials": trials},
+              "federation": server.summary(), "total_seconds": time.perf_counter() - t0}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    d = recipe["decision"]
+    (out / "report.md").write_text("\n".join([
+        f"# FedProxy deployment report (seed {cfg.seed})", "",
+        f"{len(server.history)} rounds over Flower; server validation, {report['server_val_examples']} examples "
+        f"({report['metric']}): unchanged LLM {report['llm_val_score']:.3f}, fused LLM as shipped "
+        f"{report['fused_val_score']:.3f}, proxy alone {report['proxy_val_score']:.3f}.", "",
+        f"**{d.get('shipped', 'plug-in')}** shipped. {d.get('why', d.get('rule', ''))}.",
+        *[f"- rejected x{t['scale']:g} {t['variant']}: {t['reason'].removeprefix('rejected: ')}"
+          for t in d.get("rejected", [])], ""]))
     return result
 
 

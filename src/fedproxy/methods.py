@@ -11,44 +11,15 @@ from .compress import save_proxy
 from .compress.base import ProxyMap, build_proxy
 from .compress.distill import distill
 from .context import RunContext
-from .eval import headline
 from .federated import run_federation, trainable_names
 from .federated.client import class_tokens
-from .fuse import fuse_into, save_fused, select_fusion
+from .fuse import save_fused, select_fusion
 from .fuse.align import align_delta, input_grams
 from .modeling import blocks, load_params, snapshot
-from .proxies import make_proxy
+from .proxies import make_proxy, round_monitor
 from .registry import Registry
 
 METHODS: Registry = Registry("method")
-
-
-def fed_summary(server) -> dict:
-    """Per-round accounting averaged over rounds and clients."""
-    hist = server.history
-    ups = [m["bytes_up"] for r in hist for m in r["client_metrics"].values()]
-    tps = [m["tokens_per_s"] for r in hist for m in r["client_metrics"].values()]
-    rss = [m["peak_rss_mb"] for r in hist for m in r["client_metrics"].values()]
-    return {
-        "rounds": len(hist),
-        "bytes_down_per_client_per_round": hist[0]["bytes_down_per_client"] if hist else 0,
-        "bytes_up_per_client_per_round": sum(ups) / max(1, len(ups)),
-        "client_tokens_per_s": sum(tps) / max(1, len(tps)),
-        "client_peak_rss_mb": max(rss, default=0.0),
-        "rejected_updates": sum(len(r["rejected"]) for r in hist),
-        "round_clients": [r["clients"] for r in hist],
-        "round_seconds": [r.get("round_seconds") for r in hist],
-        "secure_aggregation": any(r.get("secure_aggregation", False) for r in hist),
-        "round_train_loss": [r.get("train_loss") for r in hist],
-        # Server checks of each round's global proxy: validation score, collapse, drop, rollback,
-        # and with fed.curve the learning curve (fedproxy.federated.server.FederatedServer._check).
-        "round_checks": [r["check"] for r in hist if "check" in r],
-        "flagged_rounds": [r["round"] for r in hist if r.get("check", {}).get("flagged")],
-        "rolled_back_rounds": [r["round"] for r in hist if r.get("check", {}).get("rolled_back")],
-        "best_round": server.best["round"] if server.cfg.patience else len(hist),
-        "examples_seen": sum(m.get("examples_seen", 0) for r in hist for m in r["client_metrics"].values()),
-        "privacy": server.privacy(),
-    }
 
 
 def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_variants, fuse_scales,
@@ -123,33 +94,8 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
         "proxy_before_fl": proxy_before,
         "proxy_after_fl": proxy_after,
         "fusion": {**recipe, "trials": trials, "seconds": t_fuse + t_align},
-        "federation": fed_summary(server),
+        "federation": server.summary(),
     }
-
-
-def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_test: int):
-    """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
-
-    Scores the proxy on server validation; with ``curve`` also the proxy on the first
-    ``curve_test`` examples of each test split and the fused LLM (variant source, x1) on
-    validation and those test examples, and the fused LLM's validation
-    score is what ``fed.patience`` watches (what would ship, not the proxy a client keeps).
-    """
-    base = snapshot(proxy) if curve else {}  # the proxy as compressed, before any round
-
-    def monitor(params, full: bool = True) -> dict:
-        load_params(proxy, params)
-        out = {"val": ctx.val_eval(proxy)}
-        if curve and full:
-            out["proxy_test_score"] = headline(ctx.evaluate(proxy, curve_test))
-            fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
-            fused_val = headline(ctx.val_eval(ctx.llm))
-            fused_test = headline(ctx.evaluate(ctx.llm, curve_test))
-            out.update(fused_val_score=fused_val, fused_test_score=fused_test, score=fused_val)
-            ctx.restore_llm()
-        return out
-
-    return monitor
 
 
 def _align(c) -> float | None:

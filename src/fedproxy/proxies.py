@@ -1,4 +1,5 @@
-"""The proxy of a run: loaded from ``compress.proxy_dir``, or compressed once and shared.
+"""The proxy of a run: loaded from ``compress.proxy_dir``, or compressed once and shared; and the
+server's check of each round's global proxy.
 
 Below both the methods and the Flower ServerApp, which each need it, so neither imports the other.
 """
@@ -10,8 +11,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from .compress import compress, load_proxy, save_proxy
+from .compress import ProxyMap, compress, load_proxy, save_proxy
 from .context import RunContext
+from .eval import headline
+from .fuse import fuse_into
+from .modeling import load_params, snapshot
 
 
 def make_proxy(ctx: RunContext, compress_cfg, work: Path):
@@ -33,3 +37,28 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
     save_proxy(comp.proxy, comp.pmap, shared, ctx.tokenizer)
     (shared / "compress_info.json").write_text(json.dumps(comp.info))  # written last: marks the copy complete
     return comp.proxy, comp.pmap, comp.info
+
+
+def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_test: int):
+    """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
+
+    Scores the proxy on server validation; with ``curve`` also the proxy on the first
+    ``curve_test`` examples of each test split and the fused LLM (variant source, x1) on
+    validation and those test examples, and the fused LLM's validation
+    score is what ``fed.patience`` watches (what would ship, not the proxy a client keeps).
+    """
+    base = snapshot(proxy) if curve else {}  # the proxy as compressed, before any round
+
+    def monitor(params, full: bool = True) -> dict:
+        load_params(proxy, params)
+        out = {"val": ctx.val_eval(proxy)}
+        if curve and full:
+            out["proxy_test_score"] = headline(ctx.evaluate(proxy, curve_test))
+            fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
+            fused_val = headline(ctx.val_eval(ctx.llm))
+            fused_test = headline(ctx.evaluate(ctx.llm, curve_test))
+            out.update(fused_val_score=fused_val, fused_test_score=fused_test, score=fused_val)
+            ctx.restore_llm()
+        return out
+
+    return monitor

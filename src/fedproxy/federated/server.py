@@ -218,6 +218,33 @@ class FederatedServer:
         final = self.result()
         return {k: final[k] - self.initial[k] for k in final}
 
+    def summary(self) -> dict:
+        """Per-round accounting averaged over rounds and clients, and the round checks (a run's report)."""
+        hist = self.history
+        ups = [m["bytes_up"] for r in hist for m in r["client_metrics"].values()]
+        tps = [m["tokens_per_s"] for r in hist for m in r["client_metrics"].values()]
+        rss = [m["peak_rss_mb"] for r in hist for m in r["client_metrics"].values()]
+        return {
+            "rounds": len(hist),
+            "bytes_down_per_client_per_round": hist[0]["bytes_down_per_client"] if hist else 0,
+            "bytes_up_per_client_per_round": sum(ups) / max(1, len(ups)),
+            "client_tokens_per_s": sum(tps) / max(1, len(tps)),
+            "client_peak_rss_mb": max(rss, default=0.0),
+            "rejected_updates": sum(len(r["rejected"]) for r in hist),
+            "round_clients": [r["clients"] for r in hist],
+            "round_seconds": [r.get("round_seconds") for r in hist],
+            "secure_aggregation": any(r.get("secure_aggregation", False) for r in hist),
+            "round_train_loss": [r.get("train_loss") for r in hist],
+            # Server checks of each round's global proxy: validation score, collapse, drop, rollback,
+            # and with fed.curve the learning curve (:meth:`_check`).
+            "round_checks": [r["check"] for r in hist if "check" in r],
+            "flagged_rounds": [r["round"] for r in hist if r.get("check", {}).get("flagged")],
+            "rolled_back_rounds": [r["round"] for r in hist if r.get("check", {}).get("rolled_back")],
+            "best_round": self.best["round"] if self.cfg.patience else len(hist),
+            "examples_seen": sum(m.get("examples_seen", 0) for r in hist for m in r["client_metrics"].values()),
+            "privacy": self.privacy(),
+        }
+
     def privacy(self, delta: float = 1e-5) -> dict | None:
         if self.cfg.dp_noise <= 0:
             return None
