@@ -120,3 +120,23 @@ def test_a_generation_benchmark_runs_end_to_end_with_its_metric(tmp_path):
     assert fed["fusion"]["decision"]["shipped"] in ("plug-in", "unchanged LLM")
     assert "fused_test_score" in fed["federation"]["round_checks"][0]
     assert (tmp_path / "report_curve.png").is_file()
+
+
+def test_a_report_of_the_methods_finished_so_far(tiny_cfg, tmp_path, capsys):
+    import json
+
+    from fedproxy.pipeline import run
+    from tests.test_cli import run_cli
+
+    run(tiny_cfg.with_overrides(['methods=["zero-shot","fedproxy"]']), tmp_path, progress=False)
+    first = json.loads((tmp_path / "report.json").read_text())
+    (tmp_path / "results" / "fedproxy.json").unlink()  # as if the run were still inside fedproxy
+    (tmp_path / "report.json").unlink()
+    code, out, _ = run_cli(capsys, "report", "--out", str(tmp_path))
+    assert code == 0 and "report written" in out
+    partial = json.loads((tmp_path / "report.json").read_text())
+    assert partial["unfinished"] == ["fedproxy"] and list(partial["methods"]) == ["zero-shot"]
+    assert partial["methods"]["zero-shot"]["accuracy"] == first["methods"]["zero-shot"]["accuracy"]
+    assert "**Partial report**: not finished yet: fedproxy." in (tmp_path / "report.md").read_text()
+    code, _, err = run_cli(capsys, "report", "--out", str(tmp_path / "nothing"))
+    assert code == 2 and "no run_config.json" in err

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.0, help="delta scale")
     p.add_argument("--cache", default=None, help="asset cache folder")
 
+    p = sub.add_parser("report", help="write report.json/md/png from the methods a run has finished so far "
+                                      "(a long run in progress, or one that stopped)")
+    p.add_argument("--out", required=True, help="the run's output folder")
+    p.add_argument("--cache", default=None, help="asset cache folder")
+
     p = sub.add_parser("config", help="print the resolved config, or every key with its help")
     _common(p)
     p.add_argument("--keys", action="store_true", help="list every config key, default and help")
@@ -84,6 +89,12 @@ def _dispatch(args) -> int:
 
         out = fuse_checkpoints(args.llm, args.proxy, args.tuned, Path(args.out), args.variant, args.scale, args.cache)
         print(f"fused checkpoint written to {out}")
+        return 0
+    if args.command == "report":
+        from .pipeline import report_finished
+
+        report = report_finished(Path(args.out), cache=args.cache)
+        print(f"report written to {report} (and {report.with_suffix('.json')})")
         return 0
     overrides = args.overrides + ([f"data.dir={args.data}"] if getattr(args, "data", None) else [])
     cfg = load_config(args.config).with_overrides(overrides)

@@ -14,6 +14,7 @@ import torch
 from . import __version__, baselines, checkpoint  # noqa: F401  (baselines register their methods)
 from .config import RunConfig
 from .context import build_context
+from .data import load_benchmark
 from .errors import ConfigError
 from .eval import headline
 from .methods import METHODS
@@ -47,17 +48,40 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
         path.write_text(json.dumps(results[name], indent=2))
         checkpoint.clear(out / "work" / name)  # the result is safe; its resume checkpoints are not needed
         log.info("%s: %s %.3f", name, ctx.bench.metric, headline(results[name]))
-    report = {
+    return write_report(_report(cfg, ctx.bench.describe(), str(ctx.device), ctx.bf16, time.perf_counter() - t0,
+                                results), out)
+
+
+def _report(cfg: RunConfig, benchmark: dict, device: str, bf16: bool, seconds: float, results: dict) -> dict:
+    return {
         "fedproxy_version": __version__,
         "seed": cfg.seed,
         "config": cfg.to_dict(),
-        "benchmark": ctx.bench.describe(),
-        "environment": {"torch": torch.__version__, "device": str(ctx.device), "threads": torch.get_num_threads(),
-                        "bf16_autocast": ctx.bf16, "python": platform.python_version(),
-                        "machine": platform.machine()},
-        "total_seconds": time.perf_counter() - t0,
+        "benchmark": benchmark,
+        "environment": {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+                        "bf16_autocast": bf16, "python": platform.python_version(), "machine": platform.machine()},
+        "total_seconds": seconds,
         "methods": results,
     }
+
+
+def report_finished(out: Path, cache=None) -> Path:
+    """The report of the methods ``out`` has finished so far (``fedproxy report``), without running anything.
+
+    ``total_seconds`` is then the sum of the finished methods' wall times, and ``unfinished``
+    lists the configured methods that have no result yet.
+    """
+    config_path = out / "run_config.json"
+    if not config_path.is_file():
+        raise ConfigError(f"{out} holds no run (no run_config.json); give the --out of a `fedproxy run`")
+    cfg = RunConfig.from_flat(json.loads(config_path.read_text()))
+    results = {m: json.loads(p.read_text()) for m in cfg.methods if (p := out / "results" / f"{m}.json").is_file()}
+    if not results:
+        raise ConfigError(f"{out} has no finished method yet (results/*.json); wait for the first one")
+    bench = load_benchmark(cfg.data, cfg.seed, cache, server_text=False)
+    report = _report(cfg, bench.describe(), "see the run's log", cfg.bf16,
+                     sum(r.get("wall_seconds", 0.0) for r in results.values()), results)
+    report["unfinished"] = [m for m in cfg.methods if m not in results]
     return write_report(report, out)
 
 

@@ -169,6 +169,8 @@ def write_report(report: dict, out: Path) -> Path:
         "",
         f"Model `{report['config']['model']['source']}`, {len(clients)} clients, "
         f"device {report['environment']['device']}, total {report['total_seconds']:.0f} s.",
+        *(["", f"**Partial report**: not finished yet: {', '.join(report['unfinished'])}."]
+          if report.get("unfinished") else []),
         "",
         f"| method | {metric} | loss | " + " | ".join(c["name"] for c in clients)
         + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params"
