@@ -113,7 +113,8 @@ def _round_check_lines(methods: dict) -> list[str]:
         fed = r.get("federation", {})
         for check, rnd in ((c, i + 1) for i, c in enumerate(fed.get("round_checks", []))):
             if check.get("flagged"):
-                why = "; ".join(check["collapse"]) or f"validation {check['change']:+.3f} (p = {check['drop_p']:.3g})"
+                why = "; ".join(check["collapse"]) or (f"fell {-check['change']:.3f} on validation from the round before "
+                                                       f"(p = {check['drop_p']:.3g})")
                 lines.append(f"- {name}, round {rnd}: the global proxy {why}"
                              + (" — rolled back (`fed.rollback`)" if check.get("rolled_back") else ""))
     return ["", "Flagged federated rounds:", "", *lines] if lines else []
@@ -145,7 +146,7 @@ def _plot_curves(methods: dict, path: Path, metric: str = "accuracy") -> bool:
             if split == "test" and ref in methods:
                 ax.axhline(headline(methods[ref]), color="grey", ls=":", lw=1)
                 ax.text(1, headline(methods[ref]), ref, fontsize=7, color="grey", va="bottom")
-        ax.set_title(f"{split} {metric} after each round")
+        ax.set_title(f"{metric} after each round: " + ("validation" if split == "val" else "test (curve subset)"))
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(metric)
