@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             report = merge(report, json.loads(other.read_text()))
         reports.append(report)
     first = reports[0]
-    summary = {"benchmark": args.name or first["benchmark"]["name"], "metric": first["benchmark"].get("metric", "accuracy"),
+    summary = {"benchmark": args.name or first["benchmark"]["name"],
+               "metric": first["benchmark"].get("metric", "accuracy"),
                "command": " ".join(["python benchmarks/seeds.py", *argv]), "seeds": args.seeds,
                "test_examples": sum(c["test"] for c in first["benchmark"]["clients"]),
                "config": {k: first["config"][k] for k in ("model", "data", "fed", "fuse")},
@@ -192,7 +193,8 @@ def format_summary(summary: dict) -> str:
         gain = "-" if g is None else f"{100 * g['mean']:.0f}% [{100 * g['ci95'][0]:.0f}, {100 * g['ci95'][1]:.0f}]"
         pa = m.get("proxy_alone")
         lines.append(f"| {name} | {s['mean']:.3f} ± {s['std']:.3f} | {', '.join(f'{a:.3f}' for a in s['per_seed'])} "
-                     f"| {gain} | {'-' if pa is None else f'{pa:.3f}'} | {', '.join(map(str, m.get('shipped', []))) or '-'} |")
+                     f"| {gain} | {'-' if pa is None else f'{pa:.3f}'} "
+                     f"| {', '.join(map(str, m.get('shipped', []))) or '-'} |")
     lines += ["", "| paired difference | mean | 95% CI |", "|---|---|---|"]
     lines += [f"| {k} | {v['mean']:+.3f} | [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] |"
               for k, v in summary["paired"].items()]

@@ -24,8 +24,8 @@ def test_all_aggregators_and_methods_registered():
     from fedproxy.compress import SELECTORS
     from fedproxy.methods import METHODS
 
-    assert {"fedavg", "fedavgm", "fedexp", "ties", "dare", "median", "normclip", "fedproxy"} <= set(
+    assert {"fedavg", "fedavgm", "fedexp", "ties", "dare", "median", "normclip", "agreement", "h-ties"} <= set(
         AGGREGATORS.names())
     assert {"uniform", "block-influence", "loss-drop"} <= set(SELECTORS.names())
-    assert {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "fedavg-lora", "centralized",
-            "proxy-centralized", "centralized-kept"} <= set(METHODS.names())
+    assert {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "offsite-tuning-raw", "fedavg-lora",
+            "centralized", "proxy-centralized", "centralized-kept"} <= set(METHODS.names())

@@ -113,8 +113,8 @@ def _round_check_lines(methods: dict) -> list[str]:
         fed = r.get("federation", {})
         for check, rnd in ((c, i + 1) for i, c in enumerate(fed.get("round_checks", []))):
             if check.get("flagged"):
-                why = "; ".join(check["collapse"]) or (f"fell {-check['change']:.3f} on validation from the round before "
-                                                       f"(p = {check['drop_p']:.3g})")
+                why = "; ".join(check["collapse"]) or (
+                    f"fell {-check['change']:.3f} on validation from the round before (p = {check['drop_p']:.3g})")
                 lines.append(f"- {name}, round {rnd}: the global proxy {why}"
                              + (" — rolled back (`fed.rollback`)" if check.get("rolled_back") else ""))
     return ["", "Flagged federated rounds:", "", *lines] if lines else []
