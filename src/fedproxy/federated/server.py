@@ -170,7 +170,7 @@ class FederatedServer:
                  "change": -drop["diff"], "drop_p": drop["p"], "flagged": bool(collapse or drop["better"]),
                  "rolled_back": False}
         if check["flagged"]:
-            why = "; ".join(collapse) or f"fell {-drop['diff']:+.3f} on validation (p = {drop['p']:.3g})"
+            why = "; ".join(collapse) or f"fell {drop['diff']:.3f} on validation (p = {drop['p']:.3g})"
             log.warning("round %d: the global proxy %s%s", self.round, why,
                         "; rolled back" if self.cfg.rollback else "")
         if check["flagged"] and self.cfg.rollback and self._before is not None:
