@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..aggregate.base import Delta
+from ..aggregate.hties import pcr_penalty
 from ..compress.base import split_block_key
 from ..config import FedConfig
 from ..data.benchmark import Example
@@ -183,8 +184,6 @@ def _pcr_term(train_model, params: dict, global_params: Delta, conflict: Delta, 
     Full fine-tuning: θ - θ_global is the parameter's change. LoRA: it is each adapted
     module's delta weight (scale x B @ A, peft's ``get_delta_weight``), the only change there.
     """
-    from ..aggregate.hties import pcr_penalty
-
     if cfg.lora_r == 0:
         conf = {n: conflict[n].to(p.device) for n, p in params.items() if n in conflict}
         anchor = {n: global_params[n].to(params[n].device) for n in conf}
