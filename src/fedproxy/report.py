@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .eval import headline
+from .eval.classify import class_recall
 
 
 def _mb(x) -> str:
@@ -52,11 +53,6 @@ def goal_checks(methods: dict) -> list[dict]:
         checks.append({"method": name, "check": "fused LLM above the proxy alone (the IP gap)",
                        "measured": f"{d:+.3f}", "holds": d > 0})
     return checks
-
-
-def class_recall(confusion: list[list[int]]) -> list[float | None]:
-    """Recall of each gold class from a ``confusion[gold][predicted]`` matrix (None: class absent)."""
-    return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(confusion)]
 
 
 def format_recall(recall: list[float | None]) -> list[str]:

@@ -15,6 +15,11 @@ def confusion_matrix(gold: torch.Tensor, predicted: torch.Tensor, n_cls: int) ->
     return torch.bincount(gold.cpu() * n_cls + predicted.cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
 
 
+def class_recall(confusion: list[list[int]]) -> list[float | None]:
+    """Recall of each gold class from a ``confusion[gold][predicted]`` matrix (None: class absent)."""
+    return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(confusion)]
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
              batch_size: int = 32) -> dict:
@@ -32,7 +37,6 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
         return evaluate_generation(model, encoder, examples, device, batch_size)
     model.eval()
     n_cls = len(encoder.label_tokens)
-    confusion = torch.zeros((n_cls, n_cls), dtype=torch.long)
     nll_sum = 0.0
     predicted: list[int] = []
     golds: list[int] = []
@@ -47,13 +51,14 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
                 sequence_logprob(model, encoder.batch(chunk, True, [c] * len(chunk)).to(device))
                 for c in range(n_cls)
             ], dim=1)
-        confusion += confusion_matrix(gold.labels, scores.argmax(1), n_cls)
         predicted += scores.argmax(1).tolist()
         golds += gold.labels.tolist()
         nll_sum += float(nll.sum())
     n = max(1, len(examples))
-    return {"score": int(confusion.trace()) / n, "accuracy": int(confusion.trace()) / n, "loss": nll_sum / n,
-            "n": len(examples),
+    confusion = confusion_matrix(torch.tensor(golds, dtype=torch.long), torch.tensor(predicted, dtype=torch.long),
+                                 n_cls)
+    accuracy = int(confusion.trace()) / n
+    return {"score": accuracy, "accuracy": accuracy, "loss": nll_sum / n, "n": len(examples),
             "confusion": confusion.tolist(), "predictions": predicted, "gold": golds}
 
 

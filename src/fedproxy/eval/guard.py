@@ -22,7 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy import stats
+
+from .classify import class_recall, confusion_matrix
 
 
 @dataclass(frozen=True)
@@ -131,11 +134,11 @@ def _generation_reasons(ev: dict, base_ev: dict | None, max_share: float, loss_r
 
 
 def recall(predictions: Sequence[int], gold: Sequence[int]) -> dict[int, float]:
-    """Recall of every gold class present."""
-    hit, total = Counter(), Counter(gold)
-    for p, g in zip(predictions, gold):
-        hit[g] += p == g
-    return {k: hit[k] / total[k] for k in total}
+    """Recall of every gold class present (:func:`fedproxy.eval.classify.class_recall`, keyed by class)."""
+    n_cls = 1 + max([*predictions, *gold], default=-1)
+    confusion = confusion_matrix(torch.tensor(list(gold), dtype=torch.long),
+                                 torch.tensor(list(predictions), dtype=torch.long), n_cls)
+    return {k: r for k, r in enumerate(class_recall(confusion.tolist())) if r is not None}
 
 
 def clearly_worse(candidate: dict, previous: dict, alpha: float = 0.05) -> dict:
