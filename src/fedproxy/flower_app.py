@@ -247,9 +247,9 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
     """
     from .context import build_context
     from .eval import headline
-    from .fuse import save_fused, select_fusion
+    from .fuse import save_fused
     from .modeling import load_params
-    from .proxies import make_proxy, round_monitor
+    from .proxies import choose_plugin, make_proxy, round_monitor
 
     t0 = time.perf_counter()
     ctx = build_context(cfg, out, resume=resume, progress=False)
@@ -260,9 +260,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
     result = out / "flower_result.pt"
     checkpoint.save({"params": server.params, "history": server.history, "keep": pmap.keep, "seed": cfg.seed},
                     result)
-    accept = ctx.acceptance() if cfg.fuse.accept_alpha > 0 else None
-    recipe, trials = select_fusion(ctx.llm, server.total_delta(), pmap, cfg.fuse.variants, cfg.fuse.scales,
-                                   ctx.val_eval, None, True, accept, ctx.llm_eval("val"))
+    recipe, trials = choose_plugin(ctx, server.total_delta(), pmap, cfg.fuse.variants, cfg.fuse.scales)
     save_fused(ctx.llm, ctx.tokenizer, {**recipe, "proxy_map": pmap.keep, "method": "fedproxy"}, out / "fused_llm")
     ctx.restore_llm()
     load_params(proxy, server.result())

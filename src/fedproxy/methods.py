@@ -13,10 +13,10 @@ from .compress.distill import distill
 from .context import RunContext
 from .federated import run_federation, trainable_names
 from .federated.client import class_tokens
-from .fuse import save_fused, select_fusion
+from .fuse import save_fused
 from .fuse.align import align_delta, input_grams
 from .modeling import blocks, load_params, snapshot
-from .proxies import make_proxy, round_monitor
+from .proxies import choose_plugin, make_proxy, round_monitor
 from .registry import Registry
 
 METHODS: Registry = Registry("method")
@@ -78,9 +78,7 @@ def proxy_pipeline(ctx: RunContext, name: str, *, compress_cfg, fed_cfg, fuse_va
     if keep_files:
         save_proxy(proxy, pmap, work / "proxy_tuned", ctx.tokenizer)
     t_fuse = time.perf_counter()
-    accept = ctx.acceptance() if keep_llm and ctx.cfg.fuse.accept_alpha > 0 else None
-    recipe, trials = select_fusion(ctx.llm, delta, pmap, fuse_variants, fuse_scales, ctx.val_eval, aligned,
-                                   keep_llm, accept, ctx.llm_eval("val") if keep_llm else None)
+    recipe, trials = choose_plugin(ctx, delta, pmap, fuse_variants, fuse_scales, aligned, keep_llm)
     t_fuse = time.perf_counter() - t_fuse
     fused = ctx.llm_eval("test") if recipe["scale"] == 0 else ctx.evaluate(ctx.llm)
     if save:

@@ -14,7 +14,7 @@ from pathlib import Path
 from .compress import ProxyMap, compress, load_proxy, save_proxy
 from .context import RunContext
 from .eval import headline
-from .fuse import fuse_into
+from .fuse import fuse_into, select_fusion
 from .modeling import load_params, snapshot
 
 
@@ -62,3 +62,15 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_tes
         return out
 
     return monitor
+
+
+def choose_plugin(ctx: RunContext, delta, pmap: ProxyMap, variants: list[str], scales: list[float], aligned=None,
+                  keep_llm: bool = True) -> tuple[dict, list[dict]]:
+    """:func:`fedproxy.fuse.select_fusion` on server validation under this run's do-no-harm rule.
+
+    With ``keep_llm`` the unchanged LLM (scored once per run) competes, and with ``fuse.accept_alpha``
+    a plug-in must pass the acceptance test against it. Leaves ``ctx.llm`` fused with the choice.
+    """
+    accept = ctx.acceptance() if keep_llm and ctx.cfg.fuse.accept_alpha > 0 else None
+    return select_fusion(ctx.llm, delta, pmap, variants, scales, ctx.val_eval, aligned, keep_llm, accept,
+                         ctx.llm_eval("val") if keep_llm else None)
