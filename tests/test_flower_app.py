@@ -28,6 +28,14 @@ def in_process_params(cfg, tmp_path):
     return server.params
 
 
+def node_context(node_config=None, state=None):
+    """A SuperNode's Flower context, as the ClientApp gets it (partition 0 unless told)."""
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=1, node_id=7, node_config=node_config or {"partition-id": 0},
+                   state=RecordDict() if state is None else state, run_config={})
+
+
 def assert_same(a, b, atol=1e-5):
     assert set(a) == set(b)
     for k in a:
@@ -183,9 +191,11 @@ def test_client_refuses_a_proxy_the_server_sent_incompletely(tiny_ctx, fault_log
     # Weights are not randomly initialised on the client, so a missing tensor must be an error, not noise.
     missing = sorted(frozen)[0]
     with pytest.raises(ModelError, match="sent no values for 1 proxy tensors"):
-        local_update(conf, {n: params[n] for n in names}, {k: v for k, v in frozen.items() if k != missing}, 0)
+        local_update(conf, {n: params[n] for n in names}, {k: v for k, v in frozen.items() if k != missing},
+                     node_context())
     fault_log.bad_input("server message without a frozen proxy tensor")
-    _, res = local_update(conf, {n: params[n] for n in names}, frozen, 0)
+    _, res, pid = local_update(conf, {n: params[n] for n in names}, frozen, node_context())
+    assert pid == 0
     assert set(res.update) == set(names) and all(torch.isfinite(v).all() for v in res.update.values())
 
 
@@ -223,6 +233,27 @@ def test_client_keeps_its_optimizer_state_in_the_node_context(tiny_ctx):
     for server_round in (1, 2):
         conf = {"run-config": json.dumps(cfg.to_flat()), "round": server_round,
                 "tokenizer": tokenizer_payload(tiny_ctx.tokenizer), "proxy-config": json.dumps(proxy.config.to_dict())}
-        local_update(conf, {n: params[n] for n in names}, frozen, 0, state)
+        local_update(conf, {n: params[n] for n in names}, frozen, node_context(state=state))
         steps = {float(v) for k, v in state[OPT_STATE].to_torch_state_dict().items() if k.endswith("::step")}
         assert steps == {2.0 * server_round}  # the second round continued the first round's AdamW
+
+
+def test_a_node_with_its_own_folder_trains_on_it_under_the_index_the_server_gave(tmp_path):
+    """Node config data-dir: the client reads only its folder, with the server's task, and trains
+    as the client index the server gave its name (the in-process order: sorted names)."""
+    from fedproxy.flower_app import local_update
+    from tests.data.test_local import make_dataset
+
+    root = make_dataset(tmp_path / "shop", n=5)
+    cfg = small_cfg(2).with_overrides([f"data.dir={root}"])
+    ctx = build_context(cfg, tmp_path / "server", progress=False, server_only=True)
+    names = trainable_names(ctx.llm, cfg.fed)
+    params = snapshot(ctx.llm)
+    conf = {"run-config": json.dumps(cfg.to_flat()), "round": 1, "tokenizer": tokenizer_payload(ctx.tokenizer),
+            "proxy-config": json.dumps(ctx.llm.config.to_dict()), "task": json.dumps(ctx.bench.task_spec()),
+            "partition-ids": json.dumps({"7": 1, "8": 0})}
+    (root / "clients" / "alpha" / "train.jsonl").write_text("{not json\n")  # another node's file: never read
+    node = node_context({"data-dir": str(root / "clients" / "beta")})
+    _, res, pid = local_update(conf, {n: params[n] for n in names},
+                               {k: v for k, v in params.items() if k not in names}, node)
+    assert pid == 1 and res.metrics["truncated"] == 0 and set(res.update) == set(names)

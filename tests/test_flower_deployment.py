@@ -1,15 +1,18 @@
 """Flower Deployment Engine on loopback: SuperLink + 2 SuperNodes, 2 rounds, tiny model
-(plain, with SecAgg+, and with a SuperNode that never answers).
+(plain, with SecAgg+, with a SuperNode that never answers, and over TLS with authenticated
+SuperNodes that each bring their own data folder).
 
 Slow (process start-up dominates, ~1 min): marked ``deployment``.
 """
 
+import json
 from pathlib import Path
 
 import pytest
 
 from fedproxy import checkpoint
 from fedproxy.loopback import Loopback
+from tests.data.test_local import make_dataset
 from tests.test_flower_app import assert_audit_clean, assert_same, in_process_params, small_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +89,31 @@ def test_silent_supernode_is_left_out_after_the_round_timeout(tmp_path, fault_lo
     assert [r["missing"] for r in history] == [[1], [1]]
     fault_log.record("silent SuperNode (never answers a training message)",
                      rounds_lost=2 - len(history))
+
+
+def test_tls_authenticated_supernodes_with_their_own_folders_match_fedproxy_run(tmp_path, fault_log):
+    """A federation as a hospital or a bank runs it: TLS, only registered SuperNodes, each reading only
+    its own folder (node config data-dir) and the server only server/; same result as in-process."""
+    root = make_dataset(tmp_path / "shop")
+    (root / "labels.json").write_text('["neg", "pos"]')
+    out = tmp_path / "flower_out"
+    overrides = f"data.dir={root};data.num_clients=2;fed.rounds=2;fed.local_steps=2"
+    # Started in the other order than their names sort: the client index follows the folder's name.
+    nodes = [f'data-dir="{root / "clients" / name}" threads=1' for name in ("beta", "alpha")]
+    with Loopback(tmp_path / "deploy", nodes, secure=True) as lb:
+        intruder = lb.start_node("partition-id=0", register=False, extra=("--max-retries", "2"))
+        refused = intruder.wait(timeout=120)
+        lb.run(ROOT, f'fedproxy-config="tiny" out-dir="{out}" overrides="{overrides}"')
+        online = lb.online_nodes()
+    link_log = (tmp_path / "deploy" / "logs" / "superlink.log").read_text()
+    assert refused != 0 and "No SuperNode found with the given public key" in link_log
+    assert online == 2  # the two registered SuperNodes; the unknown key never joined
+    fault_log.record("SuperNode with an unregistered key", rounds_lost=0)
+    cfg = small_cfg(2).with_overrides([f"data.dir={root}"])
+    result = checkpoint.load(out / "flower_result.pt")
+    assert_same(result["params"], in_process_params(cfg, tmp_path))
+    report = json.loads((out / "report.json").read_text())
+    assert report["federation"]["client_names"] == ["alpha", "beta"]
+    assert "Clients: alpha, beta." in (out / "report.md").read_text()
+    assert (out / "fused_llm" / "fusion_recipe.json").is_file()
+    assert_audit_clean(out, cfg, tmp_path)

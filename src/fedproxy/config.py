@@ -52,9 +52,12 @@ class DataConfig:
                                             "'tiny-synthetic' or 'tiny-qa' (generated, for tests)")
     dir: str = _f("", "your own data instead of a built-in benchmark: a folder with clients/<name>/train.jsonl "
                       "and test.jsonl, server/val.jsonl, optionally server/text.jsonl, labels.json and "
-                      "instruction.txt (fedproxy.data.local); the size keys below do not apply to it")
+                      "instruction.txt (fedproxy.data.local); the size keys below do not apply to it. In a Flower "
+                      "deployment the server reads only server/, labels.json and instruction.txt, and each "
+                      "SuperNode its own folder (--node-config data-dir=DIR/clients/<name>)")
     partition: str = _f("domain", "client partition: 'domain' (one client per domain) or 'dirichlet'")
-    num_clients: int = _f(4, "number of clients (must be 4 for partition='domain' on multiemo)")
+    num_clients: int = _f(4, "number of clients (must be 4 for partition='domain' on multiemo); in a Flower "
+                             "deployment with data.dir, the SuperNodes the server waits for")
     dirichlet_alpha: float = _f(0.5, "Dirichlet concentration for partition='dirichlet' (smaller = more skew)")
     train_per_client: int = _f(160, "training examples per client")
     test_per_client: int = _f(100, "test examples per client")

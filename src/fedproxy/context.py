@@ -89,13 +89,19 @@ class RunContext:
         return path
 
 
-def build_context(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, cache=None) -> RunContext:
+def build_context(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, cache=None,
+                  server_only: bool = False) -> RunContext:
+    """The run's shared state; ``server_only``: of your own data folder, only what the server owns
+    (a Flower ServerApp's view, :func:`fedproxy.data.load_benchmark`)."""
     set_threads(cfg)
     device = pick_device(cfg.device)
     t0 = time.perf_counter()
-    bench = load_benchmark(cfg.data, cfg.seed, cache)
+    bench = load_benchmark(cfg.data, cfg.seed, cache, server_only=server_only)
     if cfg.model.source == "tiny":
-        examples = [e for part in bench.train + bench.test for e in part] + bench.server_val
+        # The tiny LLM's word vocabulary: with your own data, from what the server owns only, so a
+        # Flower server that never sees client files builds the same tokenizer as `fedproxy run`.
+        client_side = [] if cfg.data.dir else [e for part in bench.train + bench.test for e in part]
+        examples = client_side + bench.server_val
         words = {w for e in examples for w in (e.text + " " + " ".join(e.targets)).split()}
         words |= set(bench.labels) | set(bench.instruction.split()) | {bench.input_tag, bench.output_tag}
         words |= {w for t in bench.server_text for w in t.split()}

@@ -2,8 +2,10 @@
 
 Run config keys (``[tool.flwr.app.config]``): ``fedproxy-config`` (preset or config file,
 on the server), ``out-dir`` (where the server writes ``flower_result.pt``), ``overrides``
-(``;``-separated ``key=value`` pairs). Clients get their data partition from node config
-(``partition-id``); everything else arrives in messages from the server.
+(``;``-separated ``key=value`` pairs). A client gets its data from node config: either a
+partition of the run's benchmark (``partition-id``), or its own folder (``data-dir``, holding
+``train.jsonl`` and ``test.jsonl``; the folder's name names the client); everything else arrives
+in messages from the server.
 
 What crosses the wire: server -> client: the proxy (architecture, weights, tokenizer) and
 the run config; client -> server: the parameter update and scalar metrics. No LLM block
@@ -74,12 +76,30 @@ def _wire_records(tensors: dict[str, torch.Tensor], scales: dict[str, float]) ->
 # ---- client ---------------------------------------------------------------------------
 @client_app.query()
 def client_query(msg: Message, context: Context) -> Message:
-    """Tell the server which data partition this node holds (and nothing about the data)."""
+    """Tell the server which data partition this node holds, or the name of its own data folder
+    (node config ``data-dir``), and nothing about the data."""
     pid = int(context.node_config.get("partition-id", 0))
     key = str(msg.content["config"]["frozen-digest"]) if "config" in msg.content else ""
     has = bool(key) and frozen_cache.has(_node_cache(context), key)
-    return Message(content=RecordDict({"info": ConfigRecord({"partition-id": pid, "has-frozen": has})}),
-                   reply_to=msg)
+    info = {"partition-id": pid, "has-frozen": has}
+    if data_dir := _data_dir(context):
+        info["client-name"] = data_dir.name
+    return Message(content=RecordDict({"info": ConfigRecord(info)}), reply_to=msg)
+
+
+def _data_dir(context: Context) -> Path | None:
+    """This node's own data folder (node config ``data-dir``), if it brings one."""
+    raw = str(context.node_config.get("data-dir", "")).strip()
+    return Path(raw).expanduser().resolve() if raw else None
+
+
+def client_partition(context: Context, conf) -> int:
+    """This node's client index: the one the server gave its data folder's name (``partition-ids``,
+    sorted by name, as ``fedproxy run --data`` orders them), else node config ``partition-id``."""
+    given = json.loads(str(conf.get("partition-ids", "{}")))
+    if str(context.node_id) in given:
+        return int(given[str(context.node_id)])
+    return int(context.node_config.get("partition-id", 0))
 
 
 def _node_cache(context: Context) -> Path:
@@ -100,12 +120,15 @@ def _frozen_from(msg: Message, context: Context) -> dict[str, torch.Tensor]:
     return frozen_cache.load(cache, key)
 
 
-def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], pid: int,
-                 state: RecordDict | None = None, conflict: dict[str, torch.Tensor] | None = None):
-    """Rebuild the proxy from what the server sent and train it on partition ``pid``.
+def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str, torch.Tensor], context: Context,
+                 conflict: dict[str, torch.Tensor] | None = None):
+    """Rebuild the proxy from what the server sent and train it on this node's data; returns
+    ``(cfg, result, client index)``.
 
-    ``state`` is the node's ``context.state``: with ``fed.keep_optimizer_state`` the client's
-    AdamW moments live there between rounds (Flower keeps a node's context for the whole run).
+    The data is the node's own folder (node config ``data-dir``, read against the server's task:
+    classes and prompt layout) or its partition of the run's benchmark. With
+    ``fed.keep_optimizer_state`` the client's AdamW moments live in ``context.state`` between
+    rounds (Flower keeps a node's context for the whole run).
     """
     from transformers import AutoConfig, AutoModelForCausalLM
     try:  # transformers >= 5
@@ -113,7 +136,7 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     except ImportError:  # transformers 4.x
         from transformers.modeling_utils import no_init_weights
 
-    from .data import load_benchmark
+    from .data import load_benchmark, load_client
     from .data.encode import Encoder
     from .federated import local_train
     from .federated.server import client_seed
@@ -121,7 +144,13 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
 
     cfg = RunConfig.from_flat(json.loads(str(conf["run-config"])))
     server_round = int(conf["round"])
-    bench = load_benchmark(cfg.data, cfg.seed, server_text=False)
+    pid, data_dir = client_partition(context, conf), _data_dir(context)
+    if data_dir is not None:
+        bench = load_client(data_dir, json.loads(str(conf["task"])))
+        train = bench.train[0]
+    else:
+        bench = load_benchmark(cfg.data, cfg.seed, server_text=False)
+        train = bench.train[pid]
     tok = tokenizer_from_payload(str(conf["tokenizer"]))
     encoder = Encoder(tok, bench, cfg.data.max_length, cfg.data.max_answer)
     arch = json.loads(str(conf["proxy-config"]))
@@ -137,15 +166,16 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     device = pick_device(cfg.device)
     load_params(model, frozen)
     model.to(device)
-    moments = None
-    if cfg.fed.keep_optimizer_state and state is not None:
+    moments, state = None, context.state
+    if cfg.fed.keep_optimizer_state:
         moments = _tensors(state[OPT_STATE]) if OPT_STATE in state else {}
-    res = local_train(model, global_params, bench.train[pid], encoder, cfg.fed.for_round(server_round), device,
+    res = local_train(model, global_params, train, encoder, cfg.fed.for_round(server_round), device,
                       client_seed(cfg.seed, server_round, pid), cfg.bf16, opt_state=moments,
                       conflict=conflict)
+    res.metrics["truncated"] = encoder.truncated(train)  # examples cut to data.max_length (counted in the report)
     if moments:
         state[OPT_STATE] = _arrays(moments)
-    return cfg, res
+    return cfg, res, pid
 
 
 def node_threads(node_config) -> None:
@@ -170,9 +200,8 @@ def node_threads(node_config) -> None:
 @client_app.train(mods=[secagg_mod])
 def client_train(msg: Message, context: Context) -> Message:
     node_threads(context.node_config)
-    pid = int(context.node_config.get("partition-id", 0))
     if is_secagg_train(msg):
-        return secagg_train(msg, pid, local_update, _node_cache(context), context.state)
+        return secagg_train(msg, lambda *a: local_update(*a, context), _node_cache(context))
     t_in = time.time()
     conf = msg.content["config"]
     wire_dtype = str(json.loads(str(conf["run-config"])).get("fed.wire_dtype", "float32"))
@@ -184,7 +213,7 @@ def client_train(msg: Message, context: Context) -> Message:
     # PCR's per-coordinate conflict (fed.pcr_lambda), sent in float16 (the in-process path rounds alike)
     conflict = {k: v.float() for k, v in _tensors(msg.content["conflict"]).items()} if "conflict" in msg.content \
         else None
-    _, res = local_update(conf, params, frozen, pid, context.state, conflict)
+    _, res, pid = local_update(conf, params, frozen, context, conflict)
     t_trained = time.time()
     update = _wire_records(*encode(res.update, wire_dtype))
     metrics = {k: float(v) for k, v in res.metrics.items()}
@@ -212,9 +241,11 @@ def _run_config(context: Context) -> tuple[RunConfig, Path, bool]:
     return load_config(spec).with_overrides(overrides), out, bool(rc.get("resume", False))
 
 
-def _partitions(grid: Grid, want: int, timeout: float, frozen_key: str = "") -> tuple[dict[int, int], set[int]]:
-    """partition-id -> node id for the connected SuperNodes (waits for ``want`` nodes), and the
-    nodes that already hold the frozen tensors named ``frozen_key``."""
+def _partitions(grid: Grid, want: int, timeout: float, frozen_key: str = "") -> tuple[dict[int, int], set[int],
+                                                                                     list[str]]:
+    """partition-id -> node id for the connected SuperNodes (waits for ``want`` nodes), the nodes
+    that already hold the frozen tensors named ``frozen_key``, and the clients' names when the
+    nodes bring their own data folders (then the ids follow the sorted names, as in-process)."""
     t0 = time.time()
     nodes: list[int] = []
     while time.time() - t0 < timeout:
@@ -225,14 +256,26 @@ def _partitions(grid: Grid, want: int, timeout: float, frozen_key: str = "") -> 
     query = {"frozen-digest": frozen_key}
     msgs = [Message(content=RecordDict({"config": ConfigRecord(query)}), dst_node_id=n, message_type="query")
             for n in nodes]
-    out, cached = {}, set()
+    by_id, by_name, cached = {}, {}, set()
     for reply in grid.send_and_receive(msgs, timeout=timeout):
-        if not reply.has_error():
-            info = reply.content["info"]
-            out[int(info["partition-id"])] = reply.metadata.src_node_id
-            if bool(info.get("has-frozen", False)):
-                cached.add(reply.metadata.src_node_id)
-    return out, cached
+        if reply.has_error():
+            continue
+        info, node = reply.content["info"], reply.metadata.src_node_id
+        if "client-name" in info:
+            name = str(info["client-name"])
+            if name in by_name:
+                raise ConfigError(f"two SuperNodes bring a data folder named '{name}'; each client's folder "
+                                  "needs its own name (it names the client in the report)")
+            by_name[name] = node
+        else:
+            by_id[int(info["partition-id"])] = node
+        if bool(info.get("has-frozen", False)):
+            cached.add(node)
+    if by_name and by_id:
+        raise ConfigError(f"{len(by_name)} SuperNodes bring their own data (node config data-dir) and {len(by_id)} "
+                          "a partition-id; give every SuperNode of a run the same kind of node config")
+    names = sorted(by_name)
+    return (by_id or {i: by_name[n] for i, n in enumerate(names)}), cached, names
 
 
 def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: Context | None = None) -> Path:
@@ -252,9 +295,10 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
     from .proxies import choose_plugin, make_proxy, round_monitor
 
     t0 = time.perf_counter()
-    ctx = build_context(cfg, out, resume=resume, progress=False)
+    ctx = build_context(cfg, out, resume=resume, progress=False, server_only=True)
     proxy, pmap, comp_info = make_proxy(ctx, cfg.compress, out)
-    server = federate_over_grid(grid, cfg, proxy, ctx.tokenizer, len(ctx.bench.train), out, resume, context,
+    server = federate_over_grid(grid, cfg, proxy, ctx.tokenizer, len(ctx.bench.train) or cfg.data.num_clients,
+                                out, resume, context, task=ctx.bench.task_spec(),
                                 monitor=round_monitor(ctx, proxy, pmap, cfg.fed.curve, cfg.fed.curve_test),
                                 guard=ctx.acceptance())
     result = out / "flower_result.pt"
@@ -278,6 +322,10 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
         f"{len(server.history)} rounds over Flower; server validation, {report['server_val_examples']} examples "
         f"({report['metric']}): unchanged LLM {report['llm_val_score']:.3f}, fused LLM as shipped "
         f"{report['fused_val_score']:.3f}, proxy alone {report['proxy_val_score']:.3f}.", "",
+        *([f"Clients: {', '.join(server.client_names)}."] if server.client_names else []),
+        *([f"Training inputs cut to data.max_length={cfg.data.max_length} per client: "
+           + ", ".join(f"{c} {n}" for c, n in cut.items()) + "."]
+          if any((cut := report["federation"].get("truncated_train_examples", {})).values()) else []), "",
         f"**{d.get('shipped', 'plug-in')}** shipped. {d.get('why', d.get('rule', ''))}.",
         *[f"- rejected x{t['scale']:g} {t['variant']}: {t['reason'].removeprefix('rejected: ')}"
           for t in d.get("rejected", [])], ""]))
@@ -286,7 +334,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
 
 def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, tokenizer, num_clients: int, out: Path,
                        resume: bool = False, context: Context | None = None, blocks_only: list[int] | None = None,
-                       monitor=None, guard=None):
+                       monitor=None, guard=None, task: dict | None = None):
     """FedProxy rounds over a Flower Grid; returns the :class:`FederatedServer` after the last round.
 
     With ``resume`` the server continues after the last round in ``out/flower_server.pt``
@@ -294,7 +342,9 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
     not answer within ``fed.round_timeout`` seconds are left out of that round. With
     ``fed.secagg`` each round runs Flower's SecAgg+ protocol (needs the ServerApp ``context``).
     ``monitor`` and ``guard`` are the server's round checks (:class:`fedproxy.federated.FederatedServer`).
-    Every message is recorded in ``out/message_audit.json``.
+    ``task`` (:meth:`fedproxy.data.Benchmark.task_spec`) goes to the clients: SuperNodes that bring
+    their own data folder read it with these classes and this prompt layout. Every message is
+    recorded in ``out/message_audit.json``.
     """
     from .federated import ClientResult, FederatedServer, trainable_names
     from .modeling import snapshot
@@ -309,12 +359,15 @@ def federate_over_grid(grid: Grid, cfg: RunConfig, proxy: torch.nn.Module, token
     if cfg.fed.wire_dtype != "float32" and not cfg.fed.secagg:
         frozen = {**frozen, **server.initial}
     frozen_key = frozen_cache.digest(frozen)
-    parts, cached = _partitions(grid, num_clients, round_timeout, frozen_key)
+    parts, cached, server.client_names = _partitions(grid, num_clients, round_timeout, frozen_key)
     missing = sorted(set(range(num_clients)) - set(parts))
     if missing:
         log.warning("no SuperNode holds partitions %s; they will be skipped", missing)
     static = {"run-config": json.dumps(cfg.to_flat()), "tokenizer": tokenizer_payload(tokenizer),
-              "proxy-config": json.dumps(proxy.config.to_dict()), "frozen-digest": frozen_key}
+              "proxy-config": json.dumps(proxy.config.to_dict()), "frozen-digest": frozen_key,
+              **({"task": json.dumps(task)} if task else {}),
+              **({"partition-ids": json.dumps({str(n): i for i, n in parts.items()})}
+                 if server.client_names else {})}
     ckpt = out / "flower_server.pt"
     audit_path = out / "message_audit.json"
     audit: list[dict] = []

@@ -48,12 +48,13 @@ def secagg_mod(msg: Message, context: Context, call_next) -> Message:
     return call_next(msg, context)
 
 
-def secagg_train(msg: Message, pid: int, local_update: Callable, cache: Path, state=None) -> Message:
+def secagg_train(msg: Message, local_update: Callable, cache: Path) -> Message:
     """Train from a legacy FitIns and answer with a FitRes carrying the (clipped) update.
 
     The frozen proxy tensors come in the FitIns the first time a node sees them and from the
     node's ``cache`` (:mod:`fedproxy.frozen_cache`) after that, as on the plain path;
-    ``state`` (the node's ``context.state``) goes to ``local_update`` as on the plain path.
+    ``local_update(config, trainable, frozen)`` trains this node's client as on the plain path
+    and returns ``(cfg, result, client index)``.
     """
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     conf = fitins.config
@@ -66,7 +67,7 @@ def secagg_train(msg: Message, pid: int, local_update: Callable, cache: Path, st
         frozen_cache.store(cache, key, frozen)
     else:
         frozen = frozen_cache.load(cache, key)
-    cfg, res = local_update(conf, trainable, frozen, pid, state)
+    cfg, res, pid = local_update(conf, trainable, frozen)
     update = res.update
     if cfg.fed.dp_clip > 0:  # the server cannot clip what it cannot see: clients bound their own updates
         update = clip_update(update, cfg.fed.dp_clip)

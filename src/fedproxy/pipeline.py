@@ -48,8 +48,20 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
         path.write_text(json.dumps(results[name], indent=2))
         checkpoint.clear(out / "work" / name)  # the result is safe; its resume checkpoints are not needed
         log.info("%s: %s %.3f", name, ctx.bench.metric, headline(results[name]))
-    return write_report(_report(cfg, ctx.bench.describe(), str(ctx.device), ctx.bf16, time.perf_counter() - t0,
-                                results), out)
+    return write_report(_report(cfg, {**ctx.bench.describe(), "truncated": truncation(ctx)}, str(ctx.device),
+                                ctx.bf16, time.perf_counter() - t0, results), out)
+
+
+def truncation(ctx) -> dict:
+    """Examples whose input is cut to ``data.max_length``, per split (warned about when any)."""
+    enc, bench = ctx.encoder, ctx.bench
+    counts = {"train": sum(enc.truncated(t) for t in bench.train), "test": sum(enc.truncated(t) for t in bench.test),
+              "server_val": enc.truncated(bench.server_val)}
+    if any(counts.values()):
+        log.warning("inputs longer than data.max_length=%d tokens were cut: %s examples (train, test, "
+                    "server_val); raise data.max_length to keep them whole", ctx.cfg.data.max_length,
+                    ", ".join(map(str, counts.values())))
+    return counts
 
 
 def _report(cfg: RunConfig, benchmark: dict, device: str, bf16: bool, seconds: float, results: dict) -> dict:

@@ -168,6 +168,9 @@ def write_report(report: dict, out: Path) -> Path:
         f"device {report['environment']['device']}, total {report['total_seconds']:.0f} s.",
         *(["", f"**Partial report**: not finished yet: {', '.join(report['unfinished'])}."]
           if report.get("unfinished") else []),
+        *(["", "Inputs cut to data.max_length={}: {} train, {} test, {} validation examples.".format(
+            report["config"]["data"]["max_length"], *cut.values())]
+          if any((cut := report["benchmark"].get("truncated", {})).values()) else []),
         "",
         f"| method | {metric} | loss | " + " | ".join(c["name"] for c in clients)
         + " | gain recovered | proxy alone | MB up/client/round | MB down/client/round | trainable params"

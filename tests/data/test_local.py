@@ -103,3 +103,60 @@ def test_bad_data_through_the_cli_is_one_line_not_a_traceback(tmp_path, capsys, 
     code, _, err = run_cli(capsys, "run", "--config", "tiny", "--data", str(root), "--out", str(tmp_path / "r"),
                            "--quiet")
     assert_clear_error(fault_log, "own data with a malformed line, through the CLI", code, err, "train.jsonl:1")
+
+
+def test_a_server_reads_only_what_it_owns(tmp_path):
+    root = make_dataset(tmp_path / "d")
+    (root / "clients").rename(tmp_path / "elsewhere")  # a Flower server has no client folders
+    bench = load_local(root, seed=0, server_only=True)
+    assert bench.client_names == [] and bench.train == [] and bench.labels == ["neg", "pos"]
+    assert len(bench.server_val) == 8 and len(bench.server_text) == 8
+
+
+def test_a_client_reads_its_own_folder_with_the_servers_task(tmp_path):
+    from fedproxy.data import load_client
+
+    root = make_dataset(tmp_path / "d")
+    whole = load_local(root, seed=0)
+    mine = load_client(root / "clients" / "beta", load_local(root, seed=0, server_only=True).task_spec())
+    assert mine.client_names == ["beta"] and mine.train == [whole.train[1]] and mine.test == [whole.test[1]]
+    assert (mine.labels, mine.instruction, mine.task) == (whole.labels, whole.instruction, whole.task)
+
+
+CLIENT_BAD = {
+    "label the server does not declare": (
+        lambda d: _lines(d / "train.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"}]),
+        r"beta/train.jsonl:2: label 'meh' is not one of the declared labels \['neg', 'pos'\]"),
+    "generation line in a classification task": (
+        lambda d: _lines(d / "test.jsonl", [{"prompt": "q", "completion": "a"}]),
+        r"beta/test.jsonl:1: a generation line in a classification dataset"),
+    "no such folder": (lambda d: [f.unlink() for f in d.iterdir()] and d.rmdir(),
+                       r"beta: no such folder; node config data-dir must name this client's folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLIENT_BAD))
+def test_a_supernodes_bad_folder_names_the_file_and_line(tmp_path, case, fault_log):
+    from fedproxy.data import load_client
+
+    fault_log.bad_input(f"own data on a SuperNode: {case}")
+    root = make_dataset(tmp_path / "d")
+    task = load_local(root, seed=0, server_only=True).task_spec()
+    breaks, message = CLIENT_BAD[case]
+    breaks(root / "clients" / "beta")
+    with pytest.raises(DataError, match=message):
+        load_client(root / "clients" / "beta", task)
+
+
+def test_inputs_cut_to_max_length_are_counted(tmp_path):
+    from fedproxy.config import load_config
+    from fedproxy.context import build_context
+    from fedproxy.pipeline import truncation
+
+    root = make_dataset(tmp_path / "d")
+    _lines(root / "clients" / "alpha" / "test.jsonl",
+           [{"text": "alpha great " + " ".join(f"w{i}" for i in range(200)), "label": "pos"},
+            {"text": "alpha rude", "label": "neg"}])
+
+    ctx = build_context(load_config("tiny").with_overrides([f"data.dir={root}"]), tmp_path / "run", progress=False)
+    assert truncation(ctx) == {"train": 0, "test": 1, "server_val": 0}

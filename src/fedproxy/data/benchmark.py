@@ -48,6 +48,19 @@ class Benchmark:
         """The headline score: accuracy (classification) or token F1 (generation)."""
         return "accuracy" if self.task == "classification" else "f1"
 
+    # What a client needs to read and encode its own examples (the classes, the prompt layout), and
+    # nothing of anyone's data: the server sends it to SuperNodes that bring their own folder.
+    _SPEC = ("name", "labels", "instruction", "input_tag", "output_tag", "task")
+
+    def task_spec(self) -> dict:
+        return {k: getattr(self, k) for k in self._SPEC}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Benchmark":
+        """A benchmark with the task of ``spec`` (:meth:`task_spec`) and no examples yet."""
+        return cls(**{k: spec[k] for k in cls._SPEC}, client_names=[], train=[], test=[], server_val=[],
+                   server_text=[])
+
     def label_counts(self, examples: list[Example]) -> dict[str, int]:
         if self.task != "classification":
             return {}

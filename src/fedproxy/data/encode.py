@@ -59,12 +59,24 @@ class Encoder:
             return self.label_tokens[ex.label if label is None else label]
         return self._enc(" " + ex.targets[0])[: self.max_answer] + ([self.eos_id] if self.eos_id is not None else [])
 
-    def prompt_ids(self, text: str) -> list[int]:
+    def _budget(self) -> int:
+        """Input tokens that fit in ``max_length`` beside the instruction, tags and longest continuation."""
         longest = self.max_answer + 1 if self.generative else max(map(len, self.label_tokens))
-        budget = self.max_length - len(self.prefix) - len(self.suffix) - longest
+        return max(1, self.max_length - len(self.prefix) - len(self.suffix) - longest)
+
+    def truncated(self, examples: list[Example]) -> int:
+        """How many of ``examples`` lose input tokens to ``max_length`` (:meth:`prompt_ids` cuts them)."""
+        if not examples:
+            return 0
+        budget = self._budget()
+        lengths = self.tok([" " + e.text for e in examples], add_special_tokens=False)["input_ids"]
+        return sum(len(ids) > budget for ids in lengths)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        budget = self._budget()
         body = self._enc(" " + text)
         # A long input keeps its end in generation (the question comes last), its start in classification.
-        body = body[-max(1, budget):] if self.generative else body[: max(1, budget)]
+        body = body[-budget:] if self.generative else body[:budget]
         return self.prefix + body + self.suffix
 
     def batch(self, examples: list[Example], with_label: bool, label_override: list[int] | None = None) -> Encoded:

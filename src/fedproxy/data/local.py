@@ -63,7 +63,7 @@ def _examples(path: Path, rows: list[dict], kind: str, labels: list[str] | None,
             label = str(row["label"])
             if label not in labels:
                 raise DataError(f"{path}:{row['line']}: label {label!r} is not one of the declared labels "
-                                f"{labels} (labels.json)")
+                                f"{labels}; declare every class in labels.json")
             out.append(Example(str(row["text"]), labels.index(label), domain))
         else:
             refs = row["completion"] if isinstance(row["completion"], list) else [row["completion"]]
@@ -74,26 +74,53 @@ def _examples(path: Path, rows: list[dict], kind: str, labels: list[str] | None,
     return out
 
 
-def load_local(root: Path, seed: int) -> Benchmark:
-    """The folder ``root`` as a :class:`Benchmark` (all its examples; ``data.*`` sizes do not apply)."""
+def _client(folder: Path, kind: str | None) -> tuple[dict[str, tuple[Path, list[dict]]], str]:
+    """One client folder's train and test lines (and the kind they share)."""
+    out = {}
+    for split in ("train", "test"):
+        path = folder / f"{split}.jsonl"
+        if split == "test" and not path.is_file():
+            raise DataError(f"{path}: missing; client '{folder.name}' has no test data (every client is scored on "
+                            "its own test.jsonl)")
+        rows, kind = _read(path, kind)
+        out[split] = (path, rows)
+    return out, kind
+
+
+def _text(path: Path) -> list[str]:
+    texts = []
+    if path.is_file():
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    texts.append(str(json.loads(line)["text"]))
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise DataError(f"{path}:{n}: each line must be {{\"text\": ...}}") from None
+    return texts
+
+
+def load_local(root: Path, seed: int, server_only: bool = False) -> Benchmark:
+    """The folder ``root`` as a :class:`Benchmark` (all its examples; ``data.*`` sizes do not apply).
+
+    ``server_only``: read what the server owns and nothing else (``server/``, ``labels.json``,
+    ``instruction.txt``), as a Flower ServerApp does: no clients; without ``labels.json`` the
+    classes are those of ``server/val.jsonl``.
+    """
     root = Path(root)
     clients_dir = root / "clients"
-    if not clients_dir.is_dir():
-        raise DataError(f"{root}: no clients/ folder; put each client's train.jsonl and test.jsonl in "
-                        f"{clients_dir}/<name>/")
-    names = sorted(p.name for p in clients_dir.iterdir() if p.is_dir())
-    if not names:
-        raise DataError(f"{clients_dir}: no client folders")
+    names: list[str] = []
+    if not server_only:
+        if not clients_dir.is_dir():
+            raise DataError(f"{root}: no clients/ folder; put each client's train.jsonl and test.jsonl in "
+                            f"{clients_dir}/<name>/")
+        names = sorted(p.name for p in clients_dir.iterdir() if p.is_dir())
+        if not names:
+            raise DataError(f"{clients_dir}: no client folders")
     kind = None
     raw: dict[tuple[str, str], tuple[Path, list[dict]]] = {}
     for name in names:
-        for split in ("train", "test"):
-            path = clients_dir / name / f"{split}.jsonl"
-            if split == "test" and not path.is_file():
-                raise DataError(f"{path}: missing; client '{name}' has no test data (every client is scored on "
-                                "its own test.jsonl)")
-            rows, kind = _read(path, kind)
-            raw[(name, split)] = (path, rows)
+        splits, kind = _client(clients_dir / name, kind)
+        raw |= {(name, split): v for split, v in splits.items()}
     val_path = root / "server" / "val.jsonl"
     val_rows, kind = _read(val_path, kind)
     labels = None
@@ -109,15 +136,7 @@ def load_local(root: Path, seed: int) -> Benchmark:
         if len(labels) < 2:
             raise DataError(f"{root}: classification needs at least two labels, found {labels}")
     data = {key: _examples(path, rows, kind, labels, key[0]) for key, (path, rows) in raw.items()}
-    text_path = root / "server" / "text.jsonl"
-    server_text = []
-    if text_path.is_file():
-        for n, line in enumerate(text_path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    server_text.append(str(json.loads(line)["text"]))
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"{text_path}:{n}: each line must be {{\"text\": ...}}") from None
+    server_text = _text(root / "server" / "text.jsonl")
     instruction_path = root / "instruction.txt"
     instruction = instruction_path.read_text().strip() if instruction_path.is_file() else (
         f"Classify the text as one of: {', '.join(labels)}." if kind == "classification"
@@ -129,3 +148,22 @@ def load_local(root: Path, seed: int) -> Benchmark:
         server_val=_examples(val_path, val_rows, kind, labels, "server"), server_text=server_text,
         meta={"source": str(root), "seed": seed, "server_text_given": bool(server_text)},
         input_tag="Input:", output_tag="Label:" if kind == "classification" else "Answer:", task=kind)
+
+
+def load_client(folder: Path, task: dict) -> Benchmark:
+    """One client's own folder (``train.jsonl``, ``test.jsonl``), read against the server's ``task``
+    (:meth:`Benchmark.task_spec`): what a SuperNode with ``--node-config data-dir=...`` trains on.
+
+    A label outside the server's classes, or a line of the other kind, is an error naming its file
+    and line, as in :func:`load_local`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder; node config data-dir must name this client's folder "
+                        "(with train.jsonl and test.jsonl)")
+    bench = Benchmark.from_spec(task)
+    splits, _ = _client(folder, bench.task)
+    labels = bench.labels if bench.task == "classification" else None
+    train, test = (_examples(path, rows, bench.task, labels, folder.name) for path, rows in splits.values())
+    bench.client_names, bench.train, bench.test = [folder.name], [train], [test]
+    return bench

@@ -70,6 +70,7 @@ class FederatedServer:
         self.last_val: dict | None = None  # the accepted global model's validation evaluation
         self.best: dict = {"round": 0, "score": None, "params": None}
         self._before: tuple[Delta, dict] | None = None
+        self.client_names: list[str] = []  # by client index, when the clients name themselves (own data folders)
 
     # ---- rounds ---------------------------------------------------------------------
     def sample(self, round_idx: int) -> list[int]:
@@ -242,8 +243,16 @@ class FederatedServer:
             "rolled_back_rounds": [r["round"] for r in hist if r.get("check", {}).get("rolled_back")],
             "best_round": self.best["round"] if self.cfg.patience else len(hist),
             "examples_seen": sum(m.get("examples_seen", 0) for r in hist for m in r["client_metrics"].values()),
+            **({"client_names": self.client_names} if self.client_names else {}),
+            **({"truncated_train_examples": cut} if (cut := self._truncated()) else {}),
             "privacy": self.privacy(),
         }
+
+    def _truncated(self) -> dict:
+        """Training examples each Flower client cut to ``data.max_length``, as its last round reported."""
+        name = lambda c: self.client_names[int(c)] if self.client_names else str(c)  # noqa: E731
+        return {name(c): int(m["truncated"]) for r in self.history for c, m in r["client_metrics"].items()
+                if "truncated" in m}
 
     def privacy(self, delta: float = 1e-5) -> dict | None:
         if self.cfg.dp_noise <= 0:
