@@ -127,7 +127,7 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
 
 def prepare_models(workdir: Path, seed: int) -> dict[str, tuple[str, list[int] | None]]:
     """Save the proxy and the OT adapter+emulator to disk so each client process loads only those."""
-    from fedproxy.baselines.offsite_tuning import adapter_size, ot_keep
+    from fedproxy.compress.emulator import adapter_size, ot_keep
     from fedproxy.compress import build_proxy
     from fedproxy.compress.uniform import uniform_keep
     from fedproxy.config import RunConfig

@@ -29,3 +29,20 @@ def test_all_aggregators_and_methods_registered():
     assert {"uniform", "block-influence", "loss-drop"} <= set(SELECTORS.names())
     assert {"zero-shot", "fedproxy", "naive-plugin", "offsite-tuning", "offsite-tuning-raw", "fedavg-lora",
             "centralized", "proxy-centralized", "centralized-kept"} <= set(METHODS.names())
+
+
+def test_a_recipe_that_cannot_run_is_refused_when_declared(fault_log):
+    import pytest
+
+    from fedproxy.errors import ConfigError
+    from fedproxy.methods import Recipe
+
+    fault_log.bad_input("a method recipe with contradictory parts")
+    with pytest.raises(ConfigError, match="clients_get='proxyy', choose one of"):
+        Recipe("typo", clients_get="proxyy")
+    with pytest.raises(ConfigError, match="the adapter trains exactly when the clients get the emulator"):
+        Recipe("adapter-without-emulator", clients_get="proxy", trains="adapter")
+    with pytest.raises(ConfigError, match="fusion='none' exactly when the LLM itself is trained"):
+        Recipe("centralized-with-plugin", clients_get="llm", trains="all", data="pooled", fusion="select")
+    with pytest.raises(ConfigError, match="go together"):
+        Recipe("half-zero-shot", clients_get="nothing", data="federated")

@@ -17,7 +17,7 @@ from .context import build_context
 from .data import load_benchmark
 from .errors import ConfigError
 from .eval import headline
-from .methods import METHODS
+from .methods import METHODS, run_recipe
 from .report import write_report
 
 log = logging.getLogger("fedproxy")
@@ -44,7 +44,7 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
             continue
         log.info("%s: running", name)
         torch.manual_seed(cfg.seed)
-        results[name] = METHODS.get(name)(ctx)
+        results[name] = run_recipe(ctx, METHODS.get(name))
         path.write_text(json.dumps(results[name], indent=2))
         checkpoint.clear(out / "work" / name)  # the result is safe; its resume checkpoints are not needed
         log.info("%s: %s %.3f", name, ctx.bench.metric, headline(results[name]))

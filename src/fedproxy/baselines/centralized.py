@@ -1,90 +1,13 @@
-"""Centralized fine-tuning of the LLM on pooled client data: the upper bound.
+"""Centralized fine-tuning of the LLM on pooled client data: the upper bound (:mod:`fedproxy.pooled`).
 
-Same trainable tensors, optimizer and number of examples seen as the federated run
-(rounds x local_steps x clients steps of the same batch size).
+``centralized-kept`` trains only the LLM blocks the proxy keeps (and the final norm): fusion with
+variant ``source`` changes exactly these tensors, so this is what they reach when trained directly
+on the pooled data, the practical ceiling of a fused proxy delta. Its gap to ``centralized`` is
+what leaving the dropped blocks untouched costs.
 """
 
-import dataclasses
-import random
-import time
-from pathlib import Path
+from ..methods import Recipe, register
 
-from ..compress import ProxyMap, select_blocks, split_block_key
-from ..federated import local_train, trainable_names
-from ..methods import METHODS
-from ..modeling import load_params, snapshot
-
-
-def pooled_finetune(ctx, names: list[str]) -> dict:
-    """Fine-tune the LLM tensors ``names`` on the pooled client data, evaluate, restore the LLM.
-
-    With ``fed.patience`` the same budget is cut into ``fed.rounds`` stretches of one round's
-    examples (``local_steps x clients`` steps), AdamW's moments carried across, and training
-    stops once the server-validation accuracy has not improved for ``patience`` stretches; the
-    best stretch's weights are kept (early stopping, as the federated methods stop).
-    """
-    t0 = time.perf_counter()
-    c = ctx.cfg
-    pooled = [e for part in ctx.bench.train for e in part]
-    random.Random(c.seed).shuffle(pooled)
-    per_round = c.fed.local_steps * len(ctx.bench.train)
-    fed = c.fed.plain(local_steps=c.fed.rounds * per_round, lora_r=0, lr=c.fed.centralized_lr)
-    start = snapshot(ctx.llm, names)
-    if not c.fed.patience:
-        res = local_train(ctx.llm, start, pooled, ctx.encoder, fed, ctx.device, c.seed, ctx.bf16,
-                          progress="centralized steps" if ctx.progress else None)
-        best, steps, curve, metrics = {n: start[n] + res.update[n] for n in names}, fed.local_steps, [], res.metrics
-    else:
-        best, steps, curve, metrics = _early_stopped(ctx, names, start, pooled, dataclasses.replace(
-            fed, local_steps=per_round))
-    load_params(ctx.llm, best)
-    out = {**ctx.evaluate(ctx.llm), "wall_seconds": time.perf_counter() - t0,
-           "trainable_params": sum(v.numel() for v in start.values()), "steps": steps,
-           "examples_seen": steps * fed.batch_size, "val_curve": curve,
-           "client_tokens_per_s": metrics["tokens_per_s"], "peak_rss_mb": metrics["peak_rss_mb"]}
-    ctx.restore_llm()
-    return out
-
-
-def _early_stopped(ctx, names, start, pooled, fed):
-    """Train in stretches of ``fed.local_steps`` steps until validation stops improving; the best weights."""
-    c = ctx.cfg
-    current, moments = start, {}
-    best, best_score, best_at, curve, steps = start, ctx.val_accuracy(ctx.llm), 0, [], 0
-    for r in range(c.fed.rounds):
-        res = local_train(ctx.llm, current, pooled, ctx.encoder, fed, ctx.device, c.seed * 1009 + r, ctx.bf16,
-                          progress=f"centralized stretch {r + 1}" if ctx.progress else None, opt_state=moments)
-        current = {n: current[n] + res.update[n] for n in names}
-        steps += fed.local_steps
-        score = ctx.val_accuracy(ctx.llm)  # local_train leaves the trained weights in the model
-        curve.append({"round": r + 1, "val_accuracy": score, "examples_seen": steps * fed.batch_size})
-        if score > best_score:
-            best, best_score, best_at = current, score, r + 1
-        elif r + 1 - best_at >= c.fed.patience:
-            break
-    return best, steps, curve, res.metrics
-
-
-@METHODS.register("centralized")
-def centralized(ctx) -> dict:
-    return pooled_finetune(ctx, trainable_names(ctx.llm, ctx.cfg.fed))
-
-
-@METHODS.register("centralized-kept")
-def centralized_kept(ctx) -> dict:
-    """Centralized fine-tuning of only the LLM blocks the proxy keeps (and the final norm).
-
-    A diagnostic reference for the plug-in: fusion with variant ``source`` changes exactly
-    these tensors, so this is what they reach when trained directly on the pooled data, the
-    practical ceiling of a fused proxy delta. Its gap to ``centralized`` is what leaving the
-    dropped blocks untouched costs.
-    """
-    c = ctx.cfg
-    if c.compress.proxy_dir:
-        pmap = ProxyMap.load(Path(c.compress.proxy_dir) / "proxy_map.json")
-        pmap.check_llm(ctx.llm)
-    else:  # the same selection, on the same server text, as the fedproxy method's compression
-        pmap = select_blocks(ctx.llm, ctx.server_text_batches(c.compress.distill_batch), c.compress, ctx.device)
-    keep = set(pmap.keep)
-    names = [n for n in trainable_names(ctx.llm, c.fed) if (p := split_block_key(n)) is None or p[1] in keep]
-    return {**pooled_finetune(ctx, names), "kept_blocks": pmap.keep}
+register(Recipe("centralized", clients_get="llm", trains="all", data="pooled", optimization="plain", fusion="none"))
+register(Recipe("centralized-kept", clients_get="llm", trains="kept-blocks", data="pooled", optimization="plain",
+                fusion="none"))
