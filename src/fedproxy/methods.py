@@ -110,7 +110,7 @@ def _fed(ctx: RunContext, recipe: Recipe) -> FedConfig:
     """The client/server optimization config of ``recipe`` (pooled: one client holding every example)."""
     c = ctx.cfg
     lora = {"lora": {"lora_r": c.fed.lora_r or 8}, "adapter": {"lora_r": 0}}.get(recipe.trains, {})
-    fed = c.fed if recipe.optimization == "run" else c.fed.plain(**lora)
+    fed = dataclasses.replace(c.fed if recipe.optimization == "run" else c.fed.plain(), **lora)
     if recipe.data == "pooled":
         pooled_only = {"fraction": 1.0, "min_clients": 1, "dp_noise": 0.0, "dp_clip": 0.0, "max_update_norm": 0.0}
         clients = len(ctx.bench.train)
