@@ -18,6 +18,15 @@ from .fuse import fuse_into, select_fusion
 from .modeling import load_params, snapshot
 
 
+def proxy_key(compress_cfg, seed: int, bf16: bool) -> str:
+    """The shared proxy's folder name: the compression settings that differ from their defaults, the
+    seed and the precision. A setting a later version adds (at its default: the same proxy) leaves
+    the key as it was, so a run resumed by that version does not compress again."""
+    defaults = dataclasses.asdict(type(compress_cfg)())
+    changed = {k: v for k, v in dataclasses.asdict(compress_cfg).items() if v != defaults.get(k)}
+    return hashlib.sha256(json.dumps([changed, seed, bf16], sort_keys=True).encode()).hexdigest()[:12]
+
+
 def make_proxy(ctx: RunContext, compress_cfg, work: Path):
     """The proxy, its map and a summary: loaded from ``compress.proxy_dir`` or compressed now."""
     if compress_cfg.proxy_dir:
@@ -25,9 +34,7 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
         pmap.check_llm(ctx.llm)
         return proxy.to(ctx.device), pmap, {"method": "loaded", "proxy_dir": compress_cfg.proxy_dir, "keep": pmap.keep}
     # Methods of one run that compress alike (fedproxy, proxy-centralized) share one proxy.
-    key = hashlib.sha256(json.dumps([dataclasses.asdict(compress_cfg), ctx.cfg.seed, ctx.bf16],
-                                    sort_keys=True).encode()).hexdigest()[:12]
-    shared = ctx.out / "work" / "compressed" / key
+    shared = ctx.out / "work" / "compressed" / proxy_key(compress_cfg, ctx.cfg.seed, ctx.bf16)
     if (shared / "compress_info.json").is_file():
         proxy, pmap = load_proxy(shared)
         info = json.loads((shared / "compress_info.json").read_text())
