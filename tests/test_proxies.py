@@ -29,3 +29,26 @@ def test_a_setting_added_later_at_its_default_keeps_the_key():
     assert proxy_key(Later(), 0, False) == proxy_key(CompressConfig(), 0, False)
     assert proxy_key(Later(new_setting=1), 0, False) != proxy_key(CompressConfig(), 0, False)
     assert proxy_key(CompressConfig(), 1, False) != proxy_key(CompressConfig(), 0, False)
+
+
+def test_patience_watches_the_fused_llm_whether_or_not_the_curve_is_recorded(tiny_ctx, tmp_path):
+    """Every method stops on what it would ship: proxy-centralized (no curve) as fedproxy (curve)."""
+    from fedproxy.eval import headline
+    from fedproxy.fuse import fuse_into
+    from fedproxy.modeling import load_params
+    from fedproxy.proxies import round_monitor
+
+    fed = tiny_ctx.cfg.fed
+    proxy, pmap, _ = make_proxy(tiny_ctx, tiny_ctx.cfg.compress, tmp_path / "w")
+    base = snapshot(proxy)  # the proxy as compressed: what the fused LLM's delta is measured from
+    trained = {k: v + 0.05 * torch.randn_like(v) for k, v in base.items()}
+    watched = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, patience=2, curve=False))(trained)
+    assert set(watched) == {"val", "fused_val_score", "score"}  # no test examples scored without the curve
+    fuse_into(tiny_ctx.llm, {k: trained[k] - v for k, v in base.items()}, pmap)
+    assert watched["score"] == headline(tiny_ctx.val_eval(tiny_ctx.llm))
+    tiny_ctx.restore_llm()
+    load_params(proxy, base)  # each monitor takes the proxy it is built on as the base
+    curve = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, patience=2, curve=True))(trained)
+    assert curve["score"] == watched["score"] and {"proxy_test_score", "fused_test_score"} <= set(curve)
+    plain = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, patience=0, curve=False))(trained)
+    assert set(plain) == {"val"}  # without patience or curve only the round check's validation pass

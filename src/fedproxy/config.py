@@ -125,9 +125,9 @@ LABEL_SOFTMAX = ("vocab", "classes")
 @dataclass
 class FedConfig:
     rounds: int = _f(3, "federated rounds (the cap when patience > 0)")
-    patience: int = _f(0, "run to convergence: stop once the server-validation score (the fused LLM at x1 when "
-                          "fed.curve is on, else the global proxy) has not improved for this many rounds, and "
-                          "keep the best round; 0 = run exactly fed.rounds and keep the last")
+    patience: int = _f(0, "run to convergence: stop once the server-validation score of what would ship (the fused "
+                          "LLM at x1; for the LLM trained directly, the LLM) has not improved for this many rounds, "
+                          "and keep the best round; 0 = run exactly fed.rounds and keep the last")
     curve: bool = _f(False, "after every round also score the global proxy and the fused LLM (variant source, x1) "
                             "on validation and on the first fed.curve_test examples of each client's test split, "
                             "for the report's learning curve (final scores always use every test example)")

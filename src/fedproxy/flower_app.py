@@ -299,7 +299,7 @@ def serve(grid: Grid, cfg: RunConfig, out: Path, resume: bool = False, context: 
     proxy, pmap, comp_info = make_proxy(ctx, cfg.compress, out)
     server = federate_over_grid(grid, cfg, proxy, ctx.tokenizer, len(ctx.bench.train) or cfg.data.num_clients,
                                 out, resume, context, task=ctx.bench.task_spec(),
-                                monitor=round_monitor(ctx, proxy, pmap, cfg.fed.curve, cfg.fed.curve_test),
+                                monitor=round_monitor(ctx, proxy, pmap, cfg.fed),
                                 guard=ctx.acceptance())
     result = out / "flower_result.pt"
     checkpoint.save({"params": server.params, "history": server.history, "keep": pmap.keep, "seed": cfg.seed},

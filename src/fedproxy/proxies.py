@@ -46,25 +46,27 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
     return comp.proxy, comp.pmap, comp.info
 
 
-def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, curve: bool, curve_test: int):
+def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg):
     """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
 
-    Scores the proxy on server validation; with ``curve`` also the proxy on the first
-    ``curve_test`` examples of each test split and the fused LLM (variant source, x1) on
-    validation and those test examples, and the fused LLM's validation
-    score is what ``fed.patience`` watches (what would ship, not the proxy a client keeps).
+    Scores the proxy on server validation. With ``fed.patience`` also the fused LLM (variant source,
+    x1) on validation, and that is the score patience watches: every method stops on what it would
+    ship, whether or not the curve is recorded. With ``fed.curve`` also the proxy and the fused LLM
+    on the first ``fed.curve_test`` examples of each test split (the report's learning curve).
     """
-    base = snapshot(proxy) if curve else {}  # the proxy as compressed, before any round
+    curve, fused = fed_cfg.curve, fed_cfg.curve or fed_cfg.patience > 0
+    base = snapshot(proxy) if fused else {}  # the proxy as compressed, before any round
 
     def monitor(params, full: bool = True) -> dict:
         load_params(proxy, params)
         out = {"val": ctx.val_eval(proxy)}
-        if curve and full:
-            out["proxy_test_score"] = headline(ctx.evaluate(proxy, curve_test))
+        if fused and full:
+            if curve:
+                out["proxy_test_score"] = headline(ctx.evaluate(proxy, fed_cfg.curve_test))
             fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
-            fused_val = headline(ctx.val_eval(ctx.llm))
-            fused_test = headline(ctx.evaluate(ctx.llm, curve_test))
-            out.update(fused_val_score=fused_val, fused_test_score=fused_test, score=fused_val)
+            out["fused_val_score"] = out["score"] = headline(ctx.val_eval(ctx.llm))
+            if curve:
+                out["fused_test_score"] = headline(ctx.evaluate(ctx.llm, fed_cfg.curve_test))
             ctx.restore_llm()
         return out
 
