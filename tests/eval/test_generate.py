@@ -29,3 +29,40 @@ def test_evaluation_of_a_generation_benchmark_has_per_example_tables(tiny_cfg, t
     assert isinstance(collapse_reasons(ev, ev), list)
     pooled = ctx.evaluate(ctx.llm)
     assert set(pooled["per_client"]) == set(ctx.bench.client_names) and "exact_match" in pooled
+
+
+def test_answers_stop_at_a_new_line_token_and_keep_its_text_before_the_line(tiny_cfg, tmp_path):
+    import torch
+
+    from fedproxy.context import build_context
+    from fedproxy.eval.generate import generate_answers
+
+    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa"]), tmp_path, progress=False)
+    enc, examples = ctx.encoder, ctx.bench.server_val[:2]
+    a, b, nl = 10, 11, 12
+    enc.__dict__["stop_ids"] = [enc.eos_id, nl]  # as if token 12's text held a new line
+    seen = {}
+
+    class Scripted(torch.nn.Module):  # "generates" a, b, <new-line token>, a and a, <eos>
+        def generate(self, input_ids, eos_token_id, **kw):
+            seen["eos"] = eos_token_id
+            tail = torch.tensor([[a, b, nl, a], [a, enc.eos_id, enc.pad_id, enc.pad_id]])
+            return torch.cat([input_ids, tail], dim=1)
+
+    answers = generate_answers(Scripted(), enc, examples, torch.device("cpu"))
+    assert seen["eos"] == [enc.eos_id, nl]
+    assert answers == [enc.tok.decode([a, b, nl], skip_special_tokens=True).split("\n")[0].strip(),
+                       enc.tok.decode([a], skip_special_tokens=True).strip()]
+
+
+def test_generation_results_follow_the_examples_order_whatever_the_batching(tiny_cfg, tmp_path):
+    from fedproxy.context import build_context
+    from fedproxy.eval.generate import evaluate_generation
+
+    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa", "data.max_answer=4"]), tmp_path,
+                        progress=False)
+    examples = ctx.bench.server_val
+    fwd = evaluate_generation(ctx.llm, ctx.encoder, examples, ctx.device, batch_size=3)
+    rev = evaluate_generation(ctx.llm, ctx.encoder, examples[::-1], ctx.device, batch_size=5)
+    assert rev["outputs"] == fwd["outputs"][::-1] and rev["scores"] == fwd["scores"][::-1]
+    assert len({len(e.text) for e in examples}) > 1  # the batches really were reordered by length

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -52,6 +53,15 @@ class Encoder:
         # One forward per example suffices when the labels differ in their first token.
         self.first_token_scoring = bool(firsts) and len(set(firsts)) == len(firsts)
         self._enc = enc
+
+    @cached_property
+    def stop_ids(self) -> list[int]:
+        """Tokens that end a generated answer: end-of-sequence and every token whose text holds a new
+        line (an answer is cut at its first line, so nothing after such a token is ever kept)."""
+        vocab = len(self.tok)
+        texts = self.tok.batch_decode([[i] for i in range(vocab)])
+        newline = [i for i, t in enumerate(texts) if "\n" in t]
+        return ([self.eos_id] if self.eos_id is not None else []) + newline
 
     def continuation(self, ex: Example, label: int | None = None) -> list[int]:
         """What follows the prompt: the label's tokens, or the reference answer's plus end-of-sequence."""
