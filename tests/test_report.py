@@ -28,6 +28,31 @@ def test_goal_checks_skip_promises_without_numbers():
     assert checks[0]["holds"]
 
 
+def tabled(correct: list[int], proxy: list[int] | None = None) -> dict:
+    """A result with per-example tables: ``correct`` 1/0 per test example of one client."""
+    def ev(c):
+        return {"accuracy": sum(c) / len(c), "per_client": {"a": {"predictions": c, "gold": [1] * len(c)}}}
+    r = ev(correct)
+    if proxy is not None:
+        r["proxy_after_fl"] = ev(proxy)
+    return r
+
+
+def test_a_difference_within_its_confidence_interval_is_reported_as_noise_not_as_holding():
+    n = 400
+    fused = [1] * 241 + [0] * (n - 241)
+    methods = {"zero-shot": tabled([1] * 160 + [0] * 240), "centralized": tabled([1] * 300 + [0] * 100),
+               "fedproxy": tabled(fused, proxy=[1] * 240 + [0] * (n - 240)),  # one example more than its proxy
+               "offsite-tuning": tabled([1] * 170 + [0] * 230, proxy=[1] * 170 + [0] * 230)}
+    checks = {c["check"]: c for c in goal_checks(methods)}
+    ip = checks["fused LLM above the proxy alone (the IP gap)"]
+    assert ip["holds"] is None and ip["measured"].startswith("+0.003 [")
+    ot = checks["fused LLM above Offsite-Tuning"]
+    assert ot["holds"] is True and ot["measured"].startswith("+0.177 [+")
+    gain = checks["recovers >= 90% of the centralized gain"]
+    assert gain["measured"].startswith("58% [") and gain["holds"] is False
+
+
 def test_class_recall_reads_the_confusion_rows():
     confusion = [[3, 1, 0], [0, 0, 0], [2, 2, 0]]  # gold x predicted; class 2 is never predicted
     assert class_recall(confusion) == [0.75, None, 0.0]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .eval import headline
 from .eval.classify import class_recall
+from .eval.guard import per_example
+from .eval.stats import gain_ci, paired_ci
 
 
 def _mb(x) -> str:
@@ -30,29 +34,56 @@ GAIN_GOAL = 0.9
 _NOT_PROXY_METHODS = ("offsite-tuning", "offsite-tuning-raw", "fedavg-lora")
 
 
+def _test_scores(result: dict) -> np.ndarray | None:
+    """A method's per-example test scores, clients in name order; None when the run kept no tables."""
+    try:
+        return np.asarray([x for c in sorted(result["per_client"]) for x in per_example(result["per_client"][c])])
+    except (KeyError, ValueError):
+        return None
+
+
+def _difference(name: str, check: str, a: dict, b: dict) -> dict:
+    """``a`` above ``b``: holds when the paired 95% bootstrap CI over the test examples is above 0,
+    fails when it is below, and is None (within noise) when it spans 0; without per-example tables,
+    the sign of the difference decides."""
+    d = headline(a) - headline(b)
+    sa, sb = _test_scores(a), _test_scores(b)
+    if sa is None or sb is None or len(sa) != len(sb):
+        return {"method": name, "check": check, "measured": f"{d:+.3f}", "holds": d > 0}
+    ci = paired_ci([sa], [sb])
+    lo, hi = ci["ci95"]
+    return {"method": name, "check": check, "measured": f"{ci['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+            "holds": True if lo > 0 else False if hi < 0 else None}
+
+
 def goal_checks(methods: dict) -> list[dict]:
     """One entry per (proxy method, promise): what was measured and whether it holds.
 
-    Only promises whose numbers are in ``methods`` are checked; accuracy differences are
-    reported as measured (a single run's noise is the reader's call, see docs/experiments.md).
+    Only promises whose numbers are in ``methods`` are checked. Differences come with their paired
+    95% CI over the test examples (one seed: the examples' noise only) when the run kept per-example
+    tables, and a difference whose CI spans 0 is reported as within noise (``holds`` None).
     """
     checks = []
     for name, r in methods.items():
-        proxy = headline(r["proxy_after_fl"]) if "proxy_after_fl" in r else None
-        if proxy is None or name in _NOT_PROXY_METHODS:
+        if "proxy_after_fl" not in r or headline(r["proxy_after_fl"]) is None or name in _NOT_PROXY_METHODS:
             continue
         g = gain_recovered(methods, name)
         if g is not None:
+            tables = [_test_scores(methods[k]) for k in (name, "zero-shot", "centralized")]
+            measured = f"{g:.0%}"
+            if all(t is not None and len(t) == len(tables[0]) for t in tables):
+                lo, hi = gain_ci(*([t] for t in tables))["ci95"]
+                measured += f" [{lo:.0%}, {hi:.0%}]"
             checks.append({"method": name, "check": f"recovers >= {GAIN_GOAL:.0%} of the centralized gain",
-                           "measured": f"{g:.0%}", "holds": g >= GAIN_GOAL})
+                           "measured": measured, "holds": g >= GAIN_GOAL})
         if "offsite-tuning" in methods:
-            d = headline(r) - headline(methods["offsite-tuning"])
-            checks.append({"method": name, "check": "fused LLM above Offsite-Tuning",
-                           "measured": f"{d:+.3f}", "holds": d > 0})
-        d = headline(r) - proxy
-        checks.append({"method": name, "check": "fused LLM above the proxy alone (the IP gap)",
-                       "measured": f"{d:+.3f}", "holds": d > 0})
+            checks.append(_difference(name, "fused LLM above Offsite-Tuning", r, methods["offsite-tuning"]))
+        checks.append(_difference(name, "fused LLM above the proxy alone (the IP gap)", r, r["proxy_after_fl"]))
     return checks
+
+
+def _verdict(holds: bool | None) -> str:
+    return "within noise" if holds is None else "yes" if holds else "**no**"
 
 
 def format_recall(recall: list[float | None]) -> list[str]:
@@ -193,7 +224,7 @@ def write_report(report: dict, out: Path) -> Path:
     lines += _recall_lines(methods, report["benchmark"]["labels"])
     if report["checks"]:
         lines += ["", "| method | promise | measured | holds |", "|---|---|---|---|"]
-        lines += [f"| {c['method']} | {c['check']} | {c['measured']} | {'yes' if c['holds'] else '**no**'} |"
+        lines += [f"| {c['method']} | {c['check']} | {c['measured']} | {_verdict(c['holds'])} |"
                   for c in report["checks"]]
     curve = _plot_curves(methods, out / "report_curve.png", metric)
     lines += ["", f"![{metric}](report.png)", *(["", "![learning curve](report_curve.png)"] if curve else []), "",
