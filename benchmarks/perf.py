@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -146,7 +147,12 @@ def prepare_models(workdir: Path, seed: int) -> dict[str, tuple[str, list[int] |
         build_proxy(llm, ids).save_pretrained(path)
         tok.save_pretrained(path)
         out[kind] = (str(path), only)
+    out["proxy-lora"] = out["proxy"]  # the same proxy, trained as the paper's clients train it (KIND_SETS)
     return out
+
+
+# Per-kind config overrides: the paper's LoRA clients (r = 32, alpha = 64) on the proxy.
+KIND_SETS = {"proxy-lora": ["fed.lora_r=32"]}
 
 
 def run_isolated(kind: str, model_dir: str, blocks_only, steps: int, seed: int, batch: int, pack: bool = True,
@@ -251,14 +257,57 @@ def server_costs(seed: int, overrides: list[str] = ()) -> dict:
     return out
 
 
-def flower_overhead(workdir: Path, seed: int, clients: int, extra: list[str] = (), sqlite: bool = False) -> dict:
+def distill_costs(source: str, seed: int, steps: int, workdir: Path) -> dict:
+    """Seconds per distillation step and the proxy's held-out perplexity ratio to the LLM, for the
+    full-vocabulary KL recipe (``compress.distill_target=logits``, the default) and the
+    vocabulary-free one (``final-hidden``: the final normed state, no LM head), ``steps`` steps each
+    on the same server text (the default config's; model ``source``).
+
+    A step's time is (compress with ``steps`` steps - compress without distillation) / ``steps``, so
+    block selection is not counted. ``head_share``: the share of a full-KL step that matching the
+    final state instead saves, i.e. what the vocabulary costs.
+    """
+    import dataclasses
+
+    from fedproxy.compress import compress
+    from fedproxy.config import RunConfig
+    from fedproxy.context import build_context
+    from fedproxy.eval import perplexity
+
+    cfg = RunConfig().with_overrides([f"seed={seed}", f"model.source={source}"])
+    ctx = build_context(cfg, workdir / source, progress=False)
+    heldout = ctx.heldout_split()[1]
+    text = ctx.server_text_batches(cfg.compress.distill_batch)
+    llm_ppl = perplexity(ctx.llm, ctx.encoder, heldout, ctx.device)
+
+    def timed(**changes) -> tuple[float, object]:
+        t0 = time.perf_counter()
+        res = compress(ctx.llm, text, dataclasses.replace(cfg.compress, **changes), ctx.device, seed, ctx.bf16,
+                       progress=False)
+        return time.perf_counter() - t0, res
+
+    select_s, _ = timed(distill_steps=0)
+    rows = {}
+    for target in ("logits", "final-hidden"):
+        seconds, res = timed(distill_steps=steps, distill_target=target)
+        rows[target] = {"step_s": (seconds - select_s) / steps,
+                        "ppl_ratio": perplexity(res.proxy, ctx.encoder, heldout, ctx.device) / llm_ppl}
+    return {"model": source, "vocab": int(ctx.llm.config.vocab_size), "blocks": int(ctx.llm.config.num_hidden_layers),
+            "hidden": int(ctx.llm.config.hidden_size), "steps": steps, "select_s": select_s, "llm_ppl": llm_ppl,
+            "recipes": rows, "head_share": 1 - rows["final-hidden"]["step_s"] / rows["logits"]["step_s"],
+            "final_hidden_ppl_ratio_over_logits": rows["final-hidden"]["ppl_ratio"] / rows["logits"]["ppl_ratio"]}
+
+
+def flower_overhead(workdir: Path, seed: int, clients: int, extra: list[str] = (), sqlite: bool = False,
+                    floor: bool = False) -> dict:
     """Seconds per round (default client settings, ``clients`` clients) in-process, in the
     Simulation Engine and in the Deployment Engine on loopback, with the same saved proxy.
 
     Two rounds each: the first pays one-off costs (shipping the frozen tensors to nodes that
     lack them, Ray's worker start), so the per-round figures are the second round's and the
     first round is reported beside them. ``extra`` config overrides apply to all three paths;
-    ``sqlite`` keeps the loopback SuperLink's state in an SQLite file (for before/after runs)."""
+    ``sqlite`` keeps the loopback SuperLink's state in an SQLite file (for before/after runs).
+    ``floor``: on the same SuperNodes, also Flower's floor (:func:`flower_floor`)."""
     from fedproxy import checkpoint
     from fedproxy.compress import build_proxy, save_proxy
     from fedproxy.compress.base import ProxyMap
@@ -296,6 +345,10 @@ def flower_overhead(workdir: Path, seed: int, clients: int, extra: list[str] = (
                                                                                      str(proxy_dir))])
     with Loopback(workdir / "deploy", nodes, database=workdir / "state.db" if sqlite else None) as lb:
         lb.run(root, f'fedproxy-config="default" out-dir="{workdir / "deploy_out"}" overrides="{flat}"', timeout=900)
+        # the update a client sends and receives each round, on the configured wire
+        payload = sum(v.numel() for v in snapshot(proxy, names).values()) * (2 if cfg.fed.wire_dtype == "float16"
+                                                                             else 4)
+        floors = flower_floor(lb, root / "benchmarks" / "flower_floor", workdir, clients, payload) if floor else None
     histories["deployment"] = checkpoint.load(workdir / "deploy_out" / "flower_server.pt")["history"]
     out = {k: h[1]["round_seconds"] for k, h in histories.items()}
     first = {k: h[0]["round_seconds"] for k, h in histories.items()}
@@ -303,7 +356,42 @@ def flower_overhead(workdir: Path, seed: int, clients: int, extra: list[str] = (
             "overhead": {k: out[k] / out["in-process"] - 1 for k in ("simulation", "deployment")},
             "first_round_overhead": {k: first[k] / first["in-process"] - 1 for k in ("simulation", "deployment")},
             "breakdown": {k: round_breakdown(h[1]) for k, h in histories.items()},
-            "first_round_breakdown": {k: round_breakdown(h[0]) for k, h in histories.items()}}
+            "first_round_breakdown": {k: round_breakdown(h[0]) for k, h in histories.items()},
+            **({"floor": floor_summary(floors, out["deployment"], round_breakdown(histories["deployment"][1]))}
+               if floors else {})}
+
+
+def flower_floor(lb, app: Path, workdir: Path, clients: int, payload: int, rounds: int = 3) -> dict:
+    """Deployment rounds of the floor app (benchmarks/flower_floor) on ``lb``'s SuperNodes: ``clients``
+    nodes each receive and send ``payload`` bytes and train nothing, once with Flower's imports only
+    and once importing fedproxy's ClientApp module first."""
+    out = {}
+    for label, ours in (("flower", False), ("flower + our imports", True)):
+        path = workdir / f"floor-{'ours' if ours else 'bare'}.json"
+        lb.run(app, f'rounds={rounds} clients={clients} payload-bytes={payload} our-imports={str(ours).lower()} '
+                    f'out-file="{path}"', timeout=900)
+        out[label] = json.loads(path.read_text())
+    return out
+
+
+def floor_summary(floors: dict, ours_round: float, ours: dict) -> dict:
+    """Our Deployment round against Flower's floor with our imports (rounds after the first, which
+    installs the app): ``overhead_over_floor`` = (our round - our slowest client's training) / floor - 1,
+    and what the floor is made of."""
+    def later(run, key=None):
+        rs = run["rounds"][1:] or run["rounds"]
+        if key is None:
+            return statistics.mean(r["round_seconds"] for r in rs)
+        return statistics.mean(m[key] for r in rs for m in r["client_metrics"])
+
+    bare, floor = floors["flower"], floors["flower + our imports"]
+    floor_s = later(floor)
+    return {"payload_bytes": floor["payload_bytes"], "nodes": floor["nodes"], "floor_round_s": floor_s,
+            "bare_flower_round_s": later(bare), "first_round_s": floor["rounds"][0]["round_seconds"],
+            "our_imports_s": later(floor, "import_seconds"), "queue_s": later(floor, "queue_seconds"),
+            "bare_queue_s": later(bare, "queue_seconds"), "ours_round_s": ours_round,
+            "ours_train_max_s": ours["train_max"],
+            "overhead_over_floor": (ours_round - ours["train_max"]) / floor_s - 1}
 
 
 def round_breakdown(rec: dict) -> dict:
@@ -328,11 +416,12 @@ def round_breakdown(rec: dict) -> dict:
     return out
 
 
-def _measure_flower(workdir: Path, seed: int, clients: int, extra: list[str] = (), sqlite: bool = False) -> dict:
+def _measure_flower(workdir: Path, seed: int, clients: int, extra: list[str] = (), sqlite: bool = False,
+                    floor: bool = False) -> dict:
     from fedproxy.errors import FedProxyError
 
     try:
-        return flower_overhead(workdir, seed, clients, extra, sqlite)
+        return flower_overhead(workdir, seed, clients, extra, sqlite, floor)
     except FedProxyError as err:  # keep the other measurements; say why this one is missing
         return {"error": str(err)[:2000]}
 
@@ -361,18 +450,31 @@ def _breakdown_table(breakdown: dict) -> str:
     return "\n".join(rows)
 
 
+PARTS = ("train", "flower", "server", "distill")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="what to measure: client training (full LLM, proxy, proxy with LoRA r=32, "
+                        "Offsite-Tuning), Flower rounds and Flower's floor, server costs, distillation")
     p.add_argument("--steps", type=int, default=6, help="measured training steps per configuration")
     p.add_argument("--repeats", type=int, default=2,
                    help="fresh processes per client configuration (median speed, largest peak RSS): single "
                         "processes of one configuration differed by up to 20%% here (full LLM 162-198 tokens/s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/perf.json")
+    p.add_argument("--results", default=None, metavar="PATH",
+                   help="also write the summary (benchmarks/results/perf.json: distill_step_s, head_share, "
+                        "fidelity_ppl_ratio, lora_vs_full_llm_tokens_per_s, deployment_overhead_over_floor)")
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[32],
                    help="extra proxy batch sizes to measure FLOP/s at (the default batch is always measured)")
     p.add_argument("--flower-clients", type=int, default=4, help="clients in the Flower overhead rounds (0 = skip)")
-    p.add_argument("--flower-only", action="store_true", help="measure only the Flower overhead rounds")
+    p.add_argument("--flower-only", action="store_true", help="measure only the Flower rounds (--parts flower)")
+    p.add_argument("--no-floor", action="store_true", help="skip Flower's floor (benchmarks/flower_floor)")
+    p.add_argument("--distill-models", nargs="*", default=["smollm2", "gemma3-270m"],
+                   help="model sources whose distillation step and fidelity are measured")
+    p.add_argument("--distill-steps", type=int, default=40, help="distillation steps per recipe (the default's)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides for every measurement, e.g. bf16=true (bf16 autocast where the CPU "
                         "has it; off by default)")
@@ -381,54 +483,133 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--superlink-sqlite", action="store_true",
                    help="keep the loopback SuperLink's state in an SQLite file instead of memory")
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.steps < 1:
-        p.error("--repeats and --steps must be at least 1")
+    if args.repeats < 1 or args.steps < 1 or args.distill_steps < 1:
+        p.error("--repeats, --steps and --distill-steps must be at least 1")
     args.flower_set = [*args.overrides, *args.flower_set]
-    if args.flower_only:
-        with tempfile.TemporaryDirectory() as tmp:
-            flower = _measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set,
-                                     args.superlink_sqlite)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"seed": args.seed, "flower": flower, "flower_set": args.flower_set,
-                                              "superlink_sqlite": args.superlink_sqlite}, indent=2))
-        print(_flower_line(flower))
-        return 0
+    parts = ["flower"] if args.flower_only else args.parts
+    result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides,
+              "threads": torch.get_num_threads(), "parts": parts}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "distill" in parts:
+            result["distillation"] = {m: distill_costs(m, args.seed, args.distill_steps, Path(tmp))
+                                      for m in args.distill_models}
+        if "flower" in parts and args.flower_clients:
+            result["flower"] = _measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set,
+                                               args.superlink_sqlite, floor=not args.no_floor)
+            result["flower_set"], result["superlink_sqlite"] = args.flower_set, args.superlink_sqlite
+        if "train" in parts:
+            result.update(training_costs(args, Path(tmp)))
+    if "server" in parts:
+        result["server"] = server_costs(args.seed, args.overrides)
+        if "training" in result:
+            ot = result["training"]["offsite-tuning"]
+            adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
+            result["server"]["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print_report(result, args)
+    if args.results:
+        summary = headline_summary(result, f"python benchmarks/perf.py {' '.join(argv or sys.argv[1:])}")
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"summary written to {args.results}")
+    return 0
+
+
+def training_costs(args, tmp: Path) -> dict:
+    """Client training of every configuration in fresh processes, in turns; packed and padded rows."""
     from fedproxy.config import RunConfig
 
     batch = RunConfig().with_overrides(args.overrides).fed.batch_size
     peak = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
-    with tempfile.TemporaryDirectory() as tmp:
-        models = prepare_models(Path(tmp), args.seed)
-        sets = args.overrides
-        runs: dict[str, list[dict]] = {k: [] for k in models}
-        for _ in range(args.repeats):  # in turns, so drift on a shared machine hits every configuration
-            for k, (d, only) in models.items():
-                runs[k].append(run_isolated(k, d, only, args.steps, args.seed, batch, overrides=sets))
-        train = {k: combine_runs(v) for k, v in runs.items()}
-        d, only = models["proxy"]
-        sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b, overrides=sets)
-                 for b in args.batch_sizes}
-        # the same clients on right-padded batches (fed.pack=false), what packing gains
-        padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False, overrides=sets)
-                  for k in ("full-llm", "proxy")}
-        flower = (_measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set, args.superlink_sqlite)
-                  if args.flower_clients else None)
-    server = server_costs(args.seed, args.overrides)
-    ot = train["offsite-tuning"]
-    adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
-    server["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
-    result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides, "threads": torch.get_num_threads(),
-              "peak_matmul_flops": peak, "training": train, "padded_training": padded, "proxy_batch_sweep": sweep,
-              "flower": flower, "server": server, "memory_floor": memory_floor(train["full-llm"], train["proxy"])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    models = prepare_models(tmp, args.seed)
+    sets = args.overrides
+    runs: dict[str, list[dict]] = {k: [] for k in models}
+    for _ in range(args.repeats):  # in turns, so drift on a shared machine hits every configuration
+        for k, (d, only) in models.items():
+            runs[k].append(run_isolated(k, d, only, args.steps, args.seed, batch,
+                                        overrides=[*sets, *KIND_SETS.get(k, [])]))
+    train = {k: combine_runs(v) for k, v in runs.items()}
+    d, only = models["proxy"]
+    sweep = {b: run_isolated("proxy", d, only, args.steps, args.seed, b, overrides=sets) for b in args.batch_sizes}
+    # the same clients on right-padded batches (fed.pack=false), what packing gains
+    padded = {k: run_isolated(k, *models[k], args.steps, args.seed, batch, pack=False, overrides=sets)
+              for k in ("full-llm", "proxy")}
+    return {"batch": batch, "peak_matmul_flops": peak, "training": train, "padded_training": padded,
+            "proxy_batch_sweep": sweep, "memory_floor": memory_floor(train["full-llm"], train["proxy"])}
+
+
+def headline_summary(result: dict, command: str) -> dict:
+    """The ratios issue #24 asks for, from one run's ``result`` (benchmarks/results/perf.json)."""
+    out = {"command": command, "seed": result["seed"], "threads": result["threads"]}
+    if "distillation" in result:
+        d = result["distillation"]
+        out["distill_step_s"] = {m: {k: r["step_s"] for k, r in x["recipes"].items()} for m, x in d.items()}
+        out["head_share"] = {m: x["head_share"] for m, x in d.items()}
+        out["fidelity_ppl_ratio"] = {m: {**{k: r["ppl_ratio"] for k, r in x["recipes"].items()},
+                                         "final-hidden / logits": x["final_hidden_ppl_ratio_over_logits"]}
+                                     for m, x in d.items()}
+    if "training" in result:
+        t = result["training"]
+        out["lora_vs_full_llm_tokens_per_s"] = t["proxy-lora"]["tokens_per_s"] / t["full-llm"]["tokens_per_s"]
+        out["lora_upload_vs_full_proxy"] = t["proxy-lora"]["trained_bytes"] / t["proxy"]["trained_bytes"]
+        out["lora_peak_rss_vs_full_llm"] = t["proxy-lora"]["peak_rss_mb"] / t["full-llm"]["peak_rss_mb"]
+        out["proxy_vs_full_llm_tokens_per_s"] = t["proxy"]["tokens_per_s"] / t["full-llm"]["tokens_per_s"]
+    floor = (result.get("flower") or {}).get("floor")
+    if floor:
+        out["deployment_overhead_over_floor"] = floor["overhead_over_floor"]
+        out["flower_floor"] = {k: floor[k] for k in ("floor_round_s", "bare_flower_round_s", "first_round_s",
+                                                     "our_imports_s", "queue_s", "bare_queue_s", "ours_round_s",
+                                                     "ours_train_max_s", "payload_bytes", "nodes")}
+    return out
+
+
+def print_report(result: dict, args) -> None:
+    if "distillation" in result:
+        print("| distillation, per step | vocabulary | full-KL s | final-state s | vocabulary share "
+              "| ppl ratio to LLM, full-KL | final-state | final-state / full-KL |")
+        print("|---|---|---|---|---|---|---|---|")
+        for m, x in result["distillation"].items():
+            lg, fh = x["recipes"]["logits"], x["recipes"]["final-hidden"]
+            print(f"| {m} ({x['blocks']} blocks, width {x['hidden']}) | {x['vocab']:,} | {lg['step_s']:.2f} | "
+                  f"{fh['step_s']:.2f} | {x['head_share']:.0%} | {lg['ppl_ratio']:.2f} | {fh['ppl_ratio']:.2f} | "
+                  f"{x['final_hidden_ppl_ratio_over_logits']:.3f} |")
+    if "training" in result:
+        print_training(result, args)
+    flower = result.get("flower")
+    if flower:
+        print(_flower_line(flower))
+        if "floor" in flower:
+            f = flower["floor"]
+            print(f"Flower's floor ({f['nodes']} nodes, {f['payload_bytes'] / 2**20:.1f} MB each way, rounds after "
+                  f"the first): {f['bare_flower_round_s']:.1f} s with Flower's imports only, {f['floor_round_s']:.1f} s "
+                  f"importing our ClientApp module ({f['our_imports_s']:.1f} s of imports per ClientApp; "
+                  f"{f['queue_s']:.1f} s from message to handler); first round {f['first_round_s']:.1f} s (app "
+                  f"install); ours {f['ours_round_s']:.1f} s of which training {f['ours_train_max_s']:.1f} s: "
+                  f"overhead over the floor {f['overhead_over_floor']:+.0%}")
+    if "server" in result:
+        server = result["server"]
+        print("| bytes per client per round | up MB, float16 wire (default) | down MB | up MB, float32 wire | down MB |")
+        print("|---|---|---|---|---|")
+        for k, r in server["bytes_per_client_per_round"].items():
+            print(f"| {k} | " + " | ".join(f"{r[w][d] / 2**20:.1f}" for w in ("float16", "float32")
+                                           for d in ("up", "down")) + " |")
+        print(f"server: compress {server['compress_seconds']:.1f} s, aggregate fedavg/ties/agreement/h-ties "
+              f"{server['aggregate_fedavg_seconds']:.2f}/{server['aggregate_ties_seconds']:.2f}/"
+              f"{server['aggregate_agreement_seconds']:.2f}/{server['aggregate_h-ties_seconds']:.2f} s (4 clients), "
+              f"fuse {server['fuse_seconds']:.2f} s")
+
+
+def print_training(result: dict, args) -> None:
+    train, padded, sweep, peak, batch = (result[k] for k in ("training", "padded_training", "proxy_batch_sweep",
+                                                              "peak_matmul_flops", "batch"))
     full = train["full-llm"]
     peak_used = peak["bf16"] if full["bf16_autocast"] else peak["fp32"]
     print(f"peak matmul: fp32 {peak['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.1f} GFLOP/s "
           f"(training uses {'bf16 autocast' if full['bf16_autocast'] else 'fp32'})")
     print(f"| client training (batch {batch}) | tokens/s | x full LLM | peak RSS MB | x full LLM "
-          "| RSS above runtime MB | x full LLM | useful / peak FLOP/s | processed / peak FLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| RSS above runtime MB | x full LLM | MB up | x full proxy | useful / peak FLOP/s | processed / peak FLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def model_rss(r):
         return r["peak_rss_mb"] - r["runtime_rss_mb"]
@@ -436,36 +617,25 @@ def main(argv: list[str] | None = None) -> int:
     for k, r in train.items():
         print(f"| {k} | {r['tokens_per_s']:.0f} | {r['tokens_per_s'] / full['tokens_per_s']:.2f} | "
               f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / full['peak_rss_mb']:.2f} | "
-              f"{model_rss(r):.0f} | {model_rss(r) / model_rss(full):.2f} | "
+              f"{model_rss(r):.0f} | {model_rss(r) / model_rss(full):.2f} | {r['trained_bytes'] / 2**20:.1f} | "
+              f"{r['trained_bytes'] / train['proxy']['trained_bytes']:.3f} | "
               f"{r['train_flops_per_s'] / peak_used:.2f} | {r['processed_flops_per_s'] / peak_used:.2f} |")
     print(f"({args.repeats} processes each, tokens/s per process: "
           + "; ".join(f"{k} " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in train[k]["runs"]) for k in train) + ")")
-    floor = memory_floor(full, train["proxy"])
+    floor = result["memory_floor"]
     print(f"equal-recipe memory: runtime + frozen weights {floor['fixed_mb']:.0f} MB + {floor['copies']:.1f} copies "
           f"of the trained tensors (fitted on the full LLM) predict the proxy at {floor['proxy_mb']:.0f} MB, "
           f"{floor['ratio']:.2f} of the full LLM (measured "
           f"{train['proxy']['peak_rss_mb'] / full['peak_rss_mb']:.2f}); above 0.5 for any number of copies")
     print(f"(packed rows; runtime RSS before loading a model: {full['runtime_rss_mb']:.0f} MB; padding "
           f"{train['proxy']['padding_fraction']:.0%} of processed tokens at batch {batch})")
-    print("packed vs right-padded batches (padding " + f"{padded['proxy']['padding_fraction']:.0%}), tokens/s: " + ", ".join(
-        f"{k} {padded[k]['tokens_per_s']:.0f} -> {train[k]['tokens_per_s']:.0f} "
-        f"({train[k]['tokens_per_s'] / padded[k]['tokens_per_s']:.2f}x)" for k in padded)
-        + f"; proxy x full LLM padded {padded['proxy']['tokens_per_s'] / padded['full-llm']['tokens_per_s']:.2f}")
+    print("packed vs right-padded batches (padding " + f"{padded['proxy']['padding_fraction']:.0%}), tokens/s: "
+          + ", ".join(f"{k} {padded[k]['tokens_per_s']:.0f} -> {train[k]['tokens_per_s']:.0f} "
+                      f"({train[k]['tokens_per_s'] / padded[k]['tokens_per_s']:.2f}x)" for k in padded)
+          + f"; proxy x full LLM padded {padded['proxy']['tokens_per_s'] / padded['full-llm']['tokens_per_s']:.2f}")
     for b, r in sweep.items():
         print(f"proxy at batch {b}: {r['tokens_per_s']:.0f} tokens/s, useful / peak FLOP/s "
               f"{r['train_flops_per_s'] / peak_used:.2f}, processed / peak {r['processed_flops_per_s'] / peak_used:.2f}")
-    if flower:
-        print(_flower_line(flower))
-    print("| bytes per client per round | up MB, float16 wire (default) | down MB | up MB, float32 wire | down MB |")
-    print("|---|---|---|---|---|")
-    for k, r in server["bytes_per_client_per_round"].items():
-        print(f"| {k} | " + " | ".join(f"{r[w][d] / 2**20:.1f}" for w in ("float16", "float32") for d in ("up", "down"))
-              + " |")
-    print(f"server: compress {server['compress_seconds']:.1f} s, aggregate fedavg/ties/agreement/h-ties "
-          f"{server['aggregate_fedavg_seconds']:.2f}/{server['aggregate_ties_seconds']:.2f}/"
-          f"{server['aggregate_agreement_seconds']:.2f}/{server['aggregate_h-ties_seconds']:.2f} s (4 clients), "
-          f"fuse {server['fuse_seconds']:.2f} s")
-    return 0
 
 
 if __name__ == "__main__":

@@ -257,3 +257,15 @@ def test_a_node_with_its_own_folder_trains_on_it_under_the_index_the_server_gave
     _, res, pid = local_update(conf, {n: params[n] for n in names},
                                {k: v for k, v in params.items() if k not in names}, node)
     assert pid == 1 and res.metrics["truncated"] == 0 and set(res.update) == set(names)
+
+
+def test_the_clientapp_module_keeps_server_only_and_model_imports_off_its_path():
+    """Every Deployment message starts a fresh ClientApp process that imports fedproxy.flower_app
+    (benchmarks/perf.py's Flower floor): scipy (the server's paired tests) and transformers (loaded
+    when the client builds its model) must not be imported by the module itself."""
+    import subprocess
+    import sys
+
+    code = "import sys, fedproxy.flower_app; print(sorted(m for m in ('scipy', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

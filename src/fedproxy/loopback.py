@@ -214,10 +214,20 @@ class Loopback:
             runs = self._flwr("ls", "loopback", "--run-id", str(sub["run-id"])).get("runs", [])
             if runs and runs[0]["status"].startswith("finished"):
                 if runs[0]["status"] != "finished:completed":
-                    raise FedProxyError(f"run {sub['run-id']} ended {runs[0]['status']}\n{self.log_tail()}")
+                    raise FedProxyError(f"run {sub['run-id']} ended {runs[0]['status']}\n"
+                                        f"{self.run_log(sub['run-id'])}\n{self.log_tail()}")
                 return runs[0]
             time.sleep(2)
         raise FedProxyError(f"run {sub['run-id']} did not finish in {timeout:.0f} s\n{self.log_tail()}")
+
+    def run_log(self, run_id, chars: int = 3000) -> str:
+        """The tail of a run's own log (the ServerApp's output and traceback), as ``flwr log`` shows it."""
+        try:
+            proc = subprocess.run([str(self.bin / "flwr"), "log", str(run_id), "loopback", "--show"], env=self.env,
+                                  capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return "--- run log: flwr log did not answer in 60 s"
+        return f"--- run log\n{(proc.stdout + proc.stderr)[-chars:]}"
 
     def log_tail(self, chars: int = 2000) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-chars:]}" for p in sorted(self.logs.iterdir()))

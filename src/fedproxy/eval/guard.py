@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 
 from .classify import class_recall, confusion_matrix
 
@@ -67,6 +66,10 @@ def paired_test(candidate: Sequence[float], base: Sequence[float], alpha: float 
         raise ValueError(f"paired test needs the same examples: {len(candidate)} scores against {len(base)}")
     if not candidate:
         raise ValueError("paired test on zero examples")
+    # scipy.stats costs 0.5 s to import, paid by every Flower ClientApp process (one per message) that
+    # imports the federated package: only the server's tests need it.
+    from scipy import stats
+
     c, b = np.asarray(candidate, dtype=float), np.asarray(base, dtype=float)
     d = c - b
     n = len(d)
