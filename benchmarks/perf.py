@@ -1,7 +1,8 @@
 """Client and server costs of FedProxy vs full-LLM fine-tuning vs Offsite-Tuning, in one run.
 
-Usage (the table in README.md and docs/results.md):
-    python benchmarks/perf.py --steps 6 --flower-clients 2 --out runs/perf.json
+Usage (the table in README.md and docs/results.md; the summary in benchmarks/results/perf.json):
+    python benchmarks/perf.py --steps 6 --flower-clients 2 --out runs/perf.json --results benchmarks/results/perf.json
+    python benchmarks/perf.py --parts distill --distill-models smollm2 gemma3-270m   # one part only
     python benchmarks/perf.py --steps 6 --set bf16=true --out runs/perf_bf16.json   # bf16 autocast
     python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
     # the Flower rounds as before the float16 wire and the in-memory SuperLink (docs/results.md):
@@ -489,24 +490,33 @@ def main(argv: list[str] | None = None) -> int:
     parts = ["flower"] if args.flower_only else args.parts
     result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides,
               "threads": torch.get_num_threads(), "parts": parts}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every part, so a failure later keeps what was measured
+        out.write_text(json.dumps(result, indent=2))
+
     with tempfile.TemporaryDirectory() as tmp:
         if "distill" in parts:
-            result["distillation"] = {m: distill_costs(m, args.seed, args.distill_steps, Path(tmp))
-                                      for m in args.distill_models}
+            result["distillation"] = {}
+            for m in args.distill_models:
+                result["distillation"][m] = distill_costs(m, args.seed, args.distill_steps, Path(tmp))
+                save()
+        if "train" in parts:
+            result.update(training_costs(args, Path(tmp)))
+            save()
         if "flower" in parts and args.flower_clients:
             result["flower"] = _measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set,
                                                args.superlink_sqlite, floor=not args.no_floor)
             result["flower_set"], result["superlink_sqlite"] = args.flower_set, args.superlink_sqlite
-        if "train" in parts:
-            result.update(training_costs(args, Path(tmp)))
+            save()
     if "server" in parts:
         result["server"] = server_costs(args.seed, args.overrides)
         if "training" in result:
             ot = result["training"]["offsite-tuning"]
             adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
             result["server"]["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save()
     print_report(result, args)
     if args.results:
         summary = headline_summary(result, f"python benchmarks/perf.py {' '.join(argv or sys.argv[1:])}")
