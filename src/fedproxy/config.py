@@ -96,6 +96,9 @@ class CompressConfig:
                                        "at every position, priced by the vocabulary) or final-hidden (the final "
                                        "normed hidden state: the LM head is frozen and shared, so equal states give "
                                        "equal logits, and no head is computed)")
+    kl_positions: float = _f(1.0, "distill_target=logits: share of the text positions whose logits are matched "
+                                  "each step, sampled anew (1 = all; less makes the LM head, the part of a step "
+                                  "priced by the vocabulary, proportionally cheaper)")
     hidden_weight: float = _f(1.0, "weight of the hidden-state matching term at mapped layers")
     temperature: float = _f(1.0, "distillation softmax temperature")
     proxy_dir: str = _f("", "reuse a proxy saved by `fedproxy compress` (or a run's work/fedproxy/proxy) "
@@ -104,6 +107,7 @@ class CompressConfig:
     def __post_init__(self) -> None:
         _check(0.0 < self.keep_ratio <= 1.0, f"compress.keep_ratio must be in (0, 1], got {self.keep_ratio}")
         _check(self.num_layers >= 0, f"compress.num_layers must be >= 0, got {self.num_layers}")
+        _check(0.0 < self.kl_positions <= 1.0, f"compress.kl_positions must be in (0, 1], got {self.kl_positions}")
         _check(self.keep_first >= 0 and self.keep_last >= 0, "compress.keep_first/keep_last must be >= 0")
         _check(self.distill_steps >= 0, f"compress.distill_steps must be >= 0, got {self.distill_steps}")
         _check(self.distill_lr > 0, f"compress.distill_lr must be > 0, got {self.distill_lr}")

@@ -89,10 +89,19 @@ def logits_at(model: nn.Module, batch: Encoded, rows: torch.Tensor, cols: torch.
         rows, cols = row[rows], start[rows] + cols
     else:
         hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    logits = head(hidden[rows, cols]).float()
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return _head(head, cap, hidden[rows, cols])
+
+
+def _head(head: nn.Module, cap: float | None, hidden: torch.Tensor) -> torch.Tensor:
+    logits = head(hidden).float()
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``model``'s LM head (and final logit soft-capping) on final hidden states picked beforehand,
+    so that only the positions that need logits pay for the vocabulary."""
+    _, head, cap = _parts(model)
+    return _head(head, cap, hidden)
 
 
 def _label_index(batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ from fedproxy.compress.base import split_block_key, top_k_with_anchors
 from fedproxy.compress.block_influence import block_influence
 from fedproxy.compress.uniform import uniform_keep
 from fedproxy.config import CompressConfig
-from fedproxy.errors import ModelError
+from fedproxy.errors import ConfigError, ModelError
 from tests.conftest import tiny_llama
 
 
@@ -122,6 +122,21 @@ def test_final_state_distillation_never_computes_the_lm_head():
         before = (base(input_ids=ids, attention_mask=mask).logits - target).pow(2).mean()
         after = (res.proxy(input_ids=ids, attention_mask=mask).logits - target).pow(2).mean()
     assert after < before
+
+
+def test_sampled_position_distillation_computes_the_lm_head_only_where_sampled():
+    llm = tiny_llama(layers=6)
+    rows = []
+    llm.lm_head.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].reshape(-1, inp[0].shape[-1]).shape[0]))
+    ids, mask = calib(n=1)[0]
+    valid = int(mask.sum())
+    cfg = CompressConfig(method="uniform", keep_ratio=0.5, distill_steps=20, distill_lr=3e-3, kl_positions=0.25)
+    res = compress(llm, [(ids, mask)], cfg, torch.device("cpu"), seed=0, progress=False)
+    # teacher and student heads (shared module) on a quarter of the valid positions, every step
+    assert rows and set(rows) == {round(0.25 * valid)} and round(0.25 * valid) < valid
+    assert res.info["distill_loss_last"] < res.info["distill_loss_first"]
+    with pytest.raises(ConfigError, match="kl_positions"):
+        CompressConfig(kl_positions=0.0)
 
 
 def test_the_distilled_offsite_tuning_emulator_keeps_its_adapter_exact():

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .. import checkpoint
 from ..config import CompressConfig
 from ..modeling import adamw, autocast, backbone
+from ..objectives import head_logits
 from .base import ProxyMap, split_block_key
 
 
@@ -50,6 +51,9 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
     proxy.train()
     t = cfg.temperature
     final_state = cfg.distill_target == "final-hidden"
+    # KL on a sampled share of the positions (compress.kl_positions < 1): the backbones run on every
+    # position, the LM head (the part of a step that grows with the vocabulary) only where sampled.
+    sampled = not final_state and cfg.kl_positions < 1.0
     bar = tqdm(range(start, cfg.distill_steps), desc="distill proxy", disable=not progress, initial=start,
                total=cfg.distill_steps)
     for step in bar:
@@ -58,7 +62,7 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
         valid = mask.bool()
         opt.zero_grad(set_to_none=True)  # before the forwards: see fedproxy.federated.client.local_train
         # final-hidden: run the backbones only (the LM head is the share of a step that grows with the vocabulary)
-        teacher, student = (backbone(llm), backbone(proxy)) if final_state else (llm, proxy)
+        teacher, student = (backbone(llm), backbone(proxy)) if final_state or sampled else (llm, proxy)
         with torch.no_grad(), autocast(device, bf16):
             tout = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         with autocast(device, bf16):
@@ -67,7 +71,15 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
             th, sh = tout.last_hidden_state[valid].float(), sout.last_hidden_state[valid].float()
             loss = cfg.kl_weight * F.mse_loss(sh, th) / th.pow(2).mean().clamp_min(1e-6)
         else:
-            s_logits, t_logits = sout.logits[valid].float() / t, tout.logits[valid].float() / t
+            if sampled:
+                n = int(valid.sum())
+                gen = torch.Generator().manual_seed(seed * 100_003 + step)  # the same draw after a resume
+                pick = torch.randperm(n, generator=gen)[: max(1, round(cfg.kl_positions * n))].to(device)
+                with torch.no_grad():
+                    t_logits = head_logits(llm, tout.last_hidden_state[valid][pick]) / t
+                s_logits = head_logits(proxy, sout.last_hidden_state[valid][pick]) / t
+            else:
+                s_logits, t_logits = sout.logits[valid].float() / t, tout.logits[valid].float() / t
             loss = cfg.kl_weight * F.kl_div(s_logits.log_softmax(-1), t_logits.log_softmax(-1), log_target=True,
                                             reduction="batchmean") * t * t
         if cfg.hidden_weight > 0 and teacher_idx:
