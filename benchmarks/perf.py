@@ -55,6 +55,14 @@ def _rss_mb() -> float:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    over from the parent through fork and exec, so a worker spawned by a parent that had loaded a
+    larger model (the distillation part) reported the parent's peak."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
 def pin_mmap_threshold(nbytes: int = 128 * 1024) -> bool:
     """Make glibc serve every allocation of ``nbytes`` or more with its own mmap (mallopt
     M_MMAP_THRESHOLD), so freed tensors go back to the OS at once; True where it took effect.
@@ -82,7 +90,6 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
     import dataclasses
     import itertools
     import random
-    import resource
 
     from fedproxy.config import RunConfig
     from fedproxy.data import load_benchmark
@@ -123,7 +130,7 @@ def _train_worker(kind: str, model_dir: str, blocks_only: list[int] | None, step
                "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
                "trained_bytes": sum(v.numel() * v.element_size() for v in res.update.values()),
                "update_shapes": [list(v.shape) for v in res.update.values()],
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_rss_mb": _peak_rss_mb(),
                "runtime_rss_mb": baseline_rss, "bf16_autocast": bf16, "mmap_threshold_pinned": pinned})
 
 
