@@ -482,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=None, metavar="PATH",
                    help="also write the summary (benchmarks/results/perf.json: distill_step_s, head_share, "
                         "fidelity_ppl_ratio, lora_vs_full_llm_tokens_per_s, deployment_overhead_over_floor)")
+    p.add_argument("--summary-from", nargs="+", default=None, metavar="RESULT",
+                   help="measure nothing: write --results from saved --out files, a later file's parts "
+                        "replacing an earlier one's (e.g. a part measured again)")
     p.add_argument("--batch-sizes", type=int, nargs="*", default=[32],
                    help="extra proxy batch sizes to measure FLOP/s at (the default batch is always measured)")
     p.add_argument("--flower-clients", type=int, default=4, help="clients in the Flower overhead rounds (0 = skip)")
@@ -501,6 +504,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.steps < 1 or args.distill_steps < 1:
         p.error("--repeats, --steps and --distill-steps must be at least 1")
     args.flower_set = [*args.overrides, *args.flower_set]
+    if args.summary_from:
+        if not args.results:
+            p.error("--summary-from needs --results (where the summary goes)")
+        result = {}
+        for path in args.summary_from:
+            result.update(json.loads(Path(path).read_text()))
+        print_report(result, args)
+        write_summary(result, args.results, argv)
+        return 0
     parts = ["flower"] if args.flower_only else args.parts
     result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides,
               "threads": torch.get_num_threads(), "parts": parts}
@@ -533,11 +545,15 @@ def main(argv: list[str] | None = None) -> int:
     save()
     print_report(result, args)
     if args.results:
-        summary = headline_summary(result, f"python benchmarks/perf.py {' '.join(argv or sys.argv[1:])}")
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"summary written to {args.results}")
+        write_summary(result, args.results, argv)
     return 0
+
+
+def write_summary(result: dict, path: str, argv: list[str] | None) -> None:
+    summary = headline_summary(result, f"python benchmarks/perf.py {' '.join(argv or sys.argv[1:])}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary written to {path}")
 
 
 def training_costs(args, tmp: Path) -> dict:
@@ -577,6 +593,7 @@ def headline_summary(result: dict, command: str) -> dict:
         t = result["training"]
         out["lora_vs_full_llm_tokens_per_s"] = t["proxy-lora"]["tokens_per_s"] / t["full-llm"]["tokens_per_s"]
         out["lora_upload_vs_full_proxy"] = t["proxy-lora"]["trained_bytes"] / t["proxy"]["trained_bytes"]
+        out["peak_rss_mb"] = {k: r["peak_rss_mb"] for k, r in t.items()}
         out["lora_peak_rss_vs_full_llm"] = t["proxy-lora"]["peak_rss_mb"] / t["full-llm"]["peak_rss_mb"]
         out["proxy_vs_full_llm_tokens_per_s"] = t["proxy"]["tokens_per_s"] / t["full-llm"]["tokens_per_s"]
     floor = (result.get("flower") or {}).get("floor")
