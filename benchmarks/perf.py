@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {}
         for path in args.summary_from:
             result.update(json.loads(Path(path).read_text()))
-        print_report(result, args)
+        print_report(result)
         write_summary(result, args.results, argv)
         return 0
     parts = ["flower"] if args.flower_only else args.parts
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             adapter = {str(i): torch.empty(shape, device="meta") for i, shape in enumerate(ot["update_shapes"])}
             result["server"]["bytes_per_client_per_round"]["offsite-tuning (adapter)"] = wire_bytes(adapter, adapter)
     save()
-    print_report(result, args)
+    print_report(result)
     if args.results:
         write_summary(result, args.results, argv)
     return 0
@@ -605,7 +605,7 @@ def headline_summary(result: dict, command: str) -> dict:
     return out
 
 
-def print_report(result: dict, args) -> None:
+def print_report(result: dict) -> None:
     if "distillation" in result:
         print("| distillation | vocabulary | recipe | s per step | x full KL | proxy / LLM perplexity | x full KL |")
         print("|---|---|---|---|---|---|---|")
@@ -616,7 +616,7 @@ def print_report(result: dict, args) -> None:
             print(f"({m}: the vocabulary's share of a full-KL step, what the final-state recipe saves: "
                   f"{x['head_share']:.0%})")
     if "training" in result:
-        print_training(result, args)
+        print_training(result)
     flower = result.get("flower")
     if flower:
         print(_flower_line(flower))
@@ -641,7 +641,7 @@ def print_report(result: dict, args) -> None:
               f"fuse {server['fuse_seconds']:.2f} s")
 
 
-def print_training(result: dict, args) -> None:
+def print_training(result: dict) -> None:
     train, padded, sweep, peak, batch = (result[k] for k in ("training", "padded_training", "proxy_batch_sweep",
                                                               "peak_matmul_flops", "batch"))
     full = train["full-llm"]
@@ -661,7 +661,7 @@ def print_training(result: dict, args) -> None:
               f"{model_rss(r):.0f} | {model_rss(r) / model_rss(full):.2f} | {r['trained_bytes'] / 2**20:.1f} | "
               f"{r['trained_bytes'] / train['proxy']['trained_bytes']:.3f} | "
               f"{r['train_flops_per_s'] / peak_used:.2f} | {r['processed_flops_per_s'] / peak_used:.2f} |")
-    print(f"({args.repeats} processes each, tokens/s per process: "
+    print(f"({len(full['runs'])} processes each, tokens/s per process: "
           + "; ".join(f"{k} " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in train[k]["runs"]) for k in train) + ")")
     floor = result["memory_floor"]
     print(f"equal-recipe memory: runtime + frozen weights {floor['fixed_mb']:.0f} MB + {floor['copies']:.1f} copies "
