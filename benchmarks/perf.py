@@ -507,14 +507,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary_from:
         if not args.results:
             p.error("--summary-from needs --results (where the summary goes)")
-        result = {}
+        result, sources = {}, []
         for path in args.summary_from:
-            result.update(json.loads(Path(path).read_text()))
+            saved = json.loads(Path(path).read_text())
+            sources.append({"file": path, "command": saved.get("command", "not recorded"),
+                            "parts": saved.get("parts", [])})
+            result.update(saved)
         print_report(result)
-        write_summary(result, args.results, argv)
+        write_summary({**result, "sources": sources}, args.results, argv)
         return 0
     parts = ["flower"] if args.flower_only else args.parts
-    result = {"seed": args.seed, "steps": args.steps, "overrides": args.overrides,
+    result = {"command": f"python benchmarks/perf.py {' '.join(argv or sys.argv[1:])}",
+              "seed": args.seed, "steps": args.steps, "overrides": args.overrides,
               "threads": torch.get_num_threads(), "parts": parts}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -581,7 +585,8 @@ def training_costs(args, tmp: Path) -> dict:
 
 def headline_summary(result: dict, command: str) -> dict:
     """The ratios issue #24 asks for, from one run's ``result`` (benchmarks/results/perf.json)."""
-    out = {"command": command, "seed": result["seed"], "threads": result["threads"]}
+    out = {"command": command, "seed": result["seed"], "threads": result["threads"],
+           **({"sources": result["sources"]} if "sources" in result else {})}
     if "distillation" in result:
         d = result["distillation"]
         out["distill_step_s"] = {m: {k: r["step_s"] for k, r in x["recipes"].items()} for m, x in d.items()}
