@@ -69,6 +69,16 @@ def _report(methods):
             "methods": methods}
 
 
+def test_a_resumed_run_reports_what_its_reused_methods_cost(tmp_path):
+    from fedproxy.report import write_report
+
+    fresh = write_report(_report({"zero-shot": _row(0.4), "centralized": _row(0.6)}), tmp_path).read_text()
+    assert "total 2 s." in fresh  # the methods' 1 + 1 s fit in this invocation's 2 s
+    resumed = _report({"zero-shot": _row(0.4, wall_seconds=600.0), "centralized": _row(0.6, wall_seconds=900.0)})
+    text = write_report(resumed, tmp_path).read_text()
+    assert "2 s in this invocation; the methods' own wall times add up to 1500 s" in text
+
+
 def test_report_tables_have_a_delimiter_cell_per_header_cell(tmp_path):
     from fedproxy.report import write_report
 

@@ -192,11 +192,16 @@ def write_report(report: dict, out: Path) -> Path:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     clients = report["benchmark"]["clients"]
     metric = report["benchmark"].get("metric", "accuracy")
+    total = report["total_seconds"]
+    spent = sum(r.get("wall_seconds", 0.0) for r in report["methods"].values())
+    # A resumed run reuses the methods an earlier invocation finished: say what they cost too.
+    timing = (f"total {total:.0f} s" if spent <= 1.05 * total else
+              f"{total:.0f} s in this invocation; the methods' own wall times add up to {spent:.0f} s")
     lines = [
         f"# FedProxy report — {report['benchmark']['name']} (seed {report['seed']})",
         "",
         f"Model `{report['config']['model']['source']}`, {len(clients)} clients, "
-        f"device {report['environment']['device']}, total {report['total_seconds']:.0f} s.",
+        f"device {report['environment']['device']}, {timing}.",
         *(["", f"**Partial report**: not finished yet: {', '.join(report['unfinished'])}."]
           if report.get("unfinished") else []),
         *(["", "Inputs cut to data.max_length={}: {} train, {} test, {} validation examples.".format(
