@@ -30,8 +30,9 @@ import numpy as np
 
 from fedproxy.cli import main as fedproxy_main
 from fedproxy.eval import headline
-from fedproxy.eval.guard import Acceptance, per_example
+from fedproxy.eval.guard import Acceptance
 from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
+from fedproxy.report import example_scores
 
 
 # Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
@@ -40,14 +41,11 @@ SELECTING = ("fedproxy", "offsite-tuning", "offsite-tuning-raw", "proxy-centrali
 
 def per_example_scores(result: dict, clients: list[str]) -> np.ndarray:
     """One method's per-example test scores, clients in benchmark order (1/0 correct for accuracy)."""
-    out = []
-    for c in clients:
-        ev = result["per_client"][c]
-        if "scores" not in ev and "predictions" not in ev:
-            raise SystemExit("this report has no per-example test tables (made before they were recorded); "
-                             "rerun the seed with the current version")
-        out += per_example(ev)
-    return np.asarray(out, dtype=float)
+    scores = example_scores(result, clients)
+    if scores is None:
+        raise SystemExit("this report has no per-example test tables (made before they were recorded); "
+                         "rerun the seed with the current version")
+    return scores
 
 
 def pooled_eval(result: dict, clients: list[str]) -> dict:

@@ -34,10 +34,12 @@ GAIN_GOAL = 0.9
 _NOT_PROXY_METHODS = ("offsite-tuning", "offsite-tuning-raw", "fedavg-lora")
 
 
-def _test_scores(result: dict) -> np.ndarray | None:
-    """A method's per-example test scores, clients in name order; None when the run kept no tables."""
+def example_scores(result: dict, clients: list[str] | None = None) -> np.ndarray | None:
+    """A method's per-example test scores (1/0 correct for accuracy), ``clients`` in order (default: by
+    name); None when the run kept no per-example tables (reports made before they were recorded)."""
     try:
-        return np.asarray([x for c in sorted(result["per_client"]) for x in per_example(result["per_client"][c])])
+        return np.asarray([x for c in (clients or sorted(result["per_client"]))
+                           for x in per_example(result["per_client"][c])], dtype=float)
     except (KeyError, ValueError):
         return None
 
@@ -47,7 +49,7 @@ def _difference(name: str, check: str, a: dict, b: dict) -> dict:
     fails when it is below, and is None (within noise) when it spans 0; without per-example tables,
     the sign of the difference decides."""
     d = headline(a) - headline(b)
-    sa, sb = _test_scores(a), _test_scores(b)
+    sa, sb = example_scores(a), example_scores(b)
     if sa is None or sb is None or len(sa) != len(sb):
         return {"method": name, "check": check, "measured": f"{d:+.3f}", "holds": d > 0}
     ci = paired_ci([sa], [sb])
@@ -69,7 +71,7 @@ def goal_checks(methods: dict) -> list[dict]:
             continue
         g = gain_recovered(methods, name)
         if g is not None:
-            tables = [_test_scores(methods[k]) for k in (name, "zero-shot", "centralized")]
+            tables = [example_scores(methods[k]) for k in (name, "zero-shot", "centralized")]
             measured = f"{g:.0%}"
             if all(t is not None and len(t) == len(tables[0]) for t in tables):
                 lo, hi = gain_ci(*([t] for t in tables))["ci95"]
