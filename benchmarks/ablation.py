@@ -30,9 +30,8 @@ import numpy as np
 
 from fedproxy.cli import main as fedproxy_main
 from fedproxy.eval import headline
-from fedproxy.eval.guard import per_example
 from fedproxy.eval.stats import paired_ci
-from fedproxy.report import gain_recovered
+from fedproxy.report import example_scores, gain_recovered
 
 SUITES: dict[str, dict[str, list[str]]] = {
     # The paper's stage 2 (arXiv 2604.19015 §4.2): H-TIES, the conflict-weighted proximal term
@@ -94,7 +93,7 @@ def run_variant(out: Path, overrides: list[str], seed: int, resume: bool, config
     report, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
     r = report[methods[0]]
     return {"overrides": overrides, "fused_accuracy": headline(r),
-            "scores": [x for c in clients for x in per_example(r["per_client"][c])],
+            "scores": example_scores(r, clients).tolist(),
             "other_methods": {m: headline(report[m]) for m in methods[1:]},
             "proxy_after_fl": headline(r["proxy_after_fl"]),
             "proxy_before_fl": headline(r["proxy_before_fl"]),
