@@ -1,6 +1,8 @@
 """Faults a federation must survive without losing work (Simulation Engine + in-process)."""
 
 import dataclasses
+import json
+import os
 
 import pytest
 import torch
@@ -153,3 +155,19 @@ def test_resume_accepts_a_key_a_newer_version_added_at_its_default(capsys, tmp_p
     (out / "run_config.json").write_text(json.dumps(recorded))
     code, _, err = run_cli(capsys, *base, "--resume", "--set", "fed.curve_test=7")  # not the default: refused
     assert code == 2 and "fed.curve_test: None -> 7" in err
+
+
+def test_a_resumed_method_counts_its_earlier_invocations_up_to_their_last_checkpoint(tmp_path):
+    from fedproxy.checkpoint import earlier_seconds
+
+    work, clock = tmp_path / "work" / "fedproxy", tmp_path / "work" / "fedproxy.clock.json"
+    assert earlier_seconds(work, clock, resume=True) == 0.0  # first invocation
+    started = json.loads(clock.read_text())["started"]
+    work.mkdir(parents=True)
+    (work / "federation.pt").write_bytes(b"x")
+    os.utime(work / "federation.pt", (started + 100, started + 100))  # its last checkpoint, 100 s in
+    assert earlier_seconds(work, clock, resume=True) == pytest.approx(100.0)  # killed, resumed
+    second = json.loads(clock.read_text())["started"]
+    os.utime(work / "federation.pt", (second - 5, second - 5))  # the second wrote nothing before dying
+    assert earlier_seconds(work, clock, resume=True) == pytest.approx(100.0)
+    assert earlier_seconds(work, clock, resume=False) == 0.0  # a fresh run starts the count again

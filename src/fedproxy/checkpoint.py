@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,21 @@ def clear(folder: Path) -> int:
             freed += f.stat().st_size
             f.unlink()
     return freed
+
+
+def earlier_seconds(work: Path, clock: Path, resume: bool) -> float:
+    """Seconds that earlier invocations of a resumed method spent on the work it resumes from.
+
+    Each invocation is counted from its start (kept in ``clock``) to the last file it wrote under
+    ``work`` (its last checkpoint): what came after that is redone by the next invocation, so it
+    is not counted twice. Starts this invocation's entry; without ``resume`` (or without an
+    earlier entry, from a version before this clock) nothing is counted.
+    """
+    spent = 0.0
+    if resume and clock.is_file():
+        entry = json.loads(clock.read_text())
+        written = [f.stat().st_mtime for f in Path(work).rglob("*") if f.is_file()]
+        spent = entry["spent"] + max(0.0, max(written, default=0.0) - entry["started"])
+    clock.parent.mkdir(parents=True, exist_ok=True)
+    clock.write_text(json.dumps({"spent": spent, "started": time.time()}))
+    return spent
