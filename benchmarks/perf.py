@@ -3,6 +3,7 @@
 Usage (the table in README.md and docs/results.md; the summary in benchmarks/results/perf.json):
     python benchmarks/perf.py --steps 6 --flower-clients 2 --out runs/perf.json --results benchmarks/results/perf.json
     python benchmarks/perf.py --parts distill --distill-models smollm2 gemma3-270m   # one part only
+    python benchmarks/perf.py --parts default-run --out runs/perf/default_run.json  # the README's end-to-end times
     python benchmarks/perf.py --steps 6 --set bf16=true --out runs/perf_bf16.json   # bf16 autocast
     python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
     # the Flower rounds as before the float16 wire and the in-memory SuperLink (docs/results.md):
@@ -25,6 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -465,14 +467,32 @@ def _breakdown_table(breakdown: dict) -> str:
     return "\n".join(rows)
 
 
-PARTS = ("train", "flower", "server", "distill")
+PARTS = ("train", "flower", "server", "distill", "default-run")
+
+
+def default_run(model: str, out: Path, resume: bool) -> dict:
+    """`fedproxy run` with the default config on ``model``, in a fresh process: its end-to-end time
+    (loading, every method, the report) and each method's own time and score, from its report."""
+    cmd = [sys.executable, "-c", "from fedproxy.cli import main; raise SystemExit(main())", "run", "--quiet",
+           "--out", str(out), "--set", f"model.source={model}", *(["--resume"] if resume else [])]
+    t0 = time.perf_counter()
+    if subprocess.run(cmd).returncode != 0:
+        raise SystemExit(f"the default run on {model} failed; its log is above, and --resume continues it")
+    seconds = time.perf_counter() - t0
+    report = json.loads((out / "report.json").read_text())
+    methods = report["methods"]
+    return {"seconds": seconds, "resumed": resume, "report": str(out / "report.json"),
+            "method_seconds": {m: r["wall_seconds"] for m, r in methods.items()},
+            "scores": {m: r.get("score") for m, r in methods.items()},
+            "fedproxy_shipped": methods.get("fedproxy", {}).get("fusion", {}).get("decision", {}).get("shipped")}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:4]),
                    help="what to measure: client training (full LLM, proxy, proxy with LoRA r=32, "
-                        "Offsite-Tuning), Flower rounds and Flower's floor, server costs, distillation")
+                        "Offsite-Tuning), Flower rounds and Flower's floor, server costs, distillation, "
+                        "the default `fedproxy run` end to end per model (not in the default set: about an hour)")
     p.add_argument("--steps", type=int, default=6, help="measured training steps per configuration")
     p.add_argument("--repeats", type=int, default=2,
                    help="fresh processes per client configuration (median speed, largest peak RSS): single "
@@ -492,6 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-floor", action="store_true", help="skip Flower's floor (benchmarks/flower_floor)")
     p.add_argument("--distill-models", nargs="*", default=["smollm2", "gemma3-270m"],
                    help="model sources whose distillation step and fidelity are measured")
+    p.add_argument("--run-models", nargs="*", default=["smollm2", "gemma3-270m"],
+                   help="model sources of the default-run part")
+    p.add_argument("--run-out", default="runs/perf/default", metavar="DIR",
+                   help="the default-run part's run folders (DIR-<model>); --resume continues them")
+    p.add_argument("--resume", action="store_true", help="continue the default-run part's interrupted runs")
     p.add_argument("--distill-steps", type=int, default=40, help="distillation steps per recipe (the default's)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides for every measurement, e.g. bf16=true (bf16 autocast where the CPU "
@@ -539,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
             result["flower"] = _measure_flower(Path(tmp), args.seed, args.flower_clients, args.flower_set,
                                                args.superlink_sqlite, floor=not args.no_floor)
             result["flower_set"], result["superlink_sqlite"] = args.flower_set, args.superlink_sqlite
+            save()
+    if "default-run" in parts:
+        result["default_run"] = {}
+        for m in args.run_models:
+            result["default_run"][m] = default_run(m, Path(f"{args.run_out}-{m}"), args.resume)
             save()
     if "server" in parts:
         result["server"] = server_costs(args.seed, args.overrides)
@@ -601,6 +631,9 @@ def headline_summary(result: dict, command: str) -> dict:
         out["peak_rss_mb"] = {k: r["peak_rss_mb"] for k, r in t.items()}
         out["lora_peak_rss_vs_full_llm"] = t["proxy-lora"]["peak_rss_mb"] / t["full-llm"]["peak_rss_mb"]
         out["proxy_vs_full_llm_tokens_per_s"] = t["proxy"]["tokens_per_s"] / t["full-llm"]["tokens_per_s"]
+    if "default_run" in result:
+        out["default_run_s"] = {m: r["seconds"] for m, r in result["default_run"].items()}
+        out["default_run_method_s"] = {m: r["method_seconds"] for m, r in result["default_run"].items()}
     floor = (result.get("flower") or {}).get("floor")
     if floor:
         out["deployment_overhead_over_floor"] = floor["overhead_over_floor"]
@@ -633,6 +666,12 @@ def print_report(result: dict) -> None:
                   f"{f['queue_s']:.1f} s from message to handler); first round {f['first_round_s']:.1f} s (app "
                   f"install); ours {f['ours_round_s']:.1f} s of which training {f['ours_train_max_s']:.1f} s: "
                   f"overhead over the floor {f['overhead_over_floor']:+.0%}")
+    if "default_run" in result:
+        print("| default run (`fedproxy run --set model.source=M`) | end to end min | "
+              + " | ".join(f"{m} min" for m in next(iter(result["default_run"].values()))["method_seconds"]) + " |")
+        for m, r in result["default_run"].items():
+            print(f"| {m} | {r['seconds'] / 60:.1f} | " + " | ".join(f"{s / 60:.1f}" for s in r["method_seconds"].values())
+                  + " |" + (" (resumed)" if r["resumed"] else ""))
     if "server" in result:
         server = result["server"]
         print("| bytes per client per round | up MB, float16 wire (default) | down MB | up MB, float32 wire | down MB |")
