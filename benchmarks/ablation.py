@@ -4,7 +4,8 @@ Usage (the tables in docs/results.md and docs/experiments.md):
     python benchmarks/ablation.py --suite paper --config converge --seeds 0 1 2 --out runs/ablation
     python benchmarks/ablation.py --suite aggregators --seeds 0 1 2 --out runs/ablation
     python benchmarks/ablation.py --suite transfer --out runs/ablation
-    python benchmarks/ablation.py --suite keep-pooled --config converge --out runs/ablation   # keep ratios
+    python benchmarks/ablation.py --suite keep-pooled --config converge --out runs/ablation \
+        --baselines 'runs/converge/seed{seed}'   # keep ratios: transfer alone, gain shares from the full run
     python benchmarks/ablation.py --suite privacy --out runs/ablation
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
@@ -116,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--resume", action="store_true")
     p.add_argument("--config", default=None, help="preset or config file every variant starts from")
+    p.add_argument("--baselines", default=None, metavar="PATTERN",
+                   help="a full run per seed whose zero-shot and centralized rows give each variant's share of "
+                        "the centralized gain, e.g. 'runs/converge/seed{seed}' (same config and seed)")
     args = p.parse_args(argv)
     variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only}
     rows: dict[str, dict[int, dict]] = {n: {} for n in variants}
@@ -128,18 +132,25 @@ def main(argv: list[str] | None = None) -> int:
             rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume, args.config)
             if compress_default and shared_proxy is None:
                 shared_proxy = out / "work" / "fedproxy" / "proxy"
+    if args.baselines:
+        for seed in args.seeds:
+            base = json.loads(Path(args.baselines.format(seed=seed), "report.json").read_text())["methods"]
+            for by_seed in rows.values():
+                by_seed[seed]["other_methods"].update(
+                    {m: headline(base[m]) for m in ("zero-shot", "centralized", "centralized-kept") if m in base})
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2))
     first = next(iter(variants))
     print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM score | per seed | vs {first}: mean [95% CI] "
-          "| proxy after FL | fusion scales |")
-    print("|---|---|---|---|---|---|")
+          "| proxy before FL | proxy after FL | fusion scales |")
+    print("|---|---|---|---|---|---|---|")
     for name, by_seed in rows.items():
         acc = [r["fused_accuracy"] for r in by_seed.values()]
         d = paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
                       [np.asarray(rows[first][s]["scores"]) for s in by_seed])
         print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | "
               f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
+              f"{mean_std([r['proxy_before_fl'] for r in by_seed.values()])} | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
     _print_gain_recovered(rows)
