@@ -4,8 +4,8 @@ Usage (issue #23's check that a refactor changed no behaviour):
     python benchmarks/diagnostics/report_diff.py runs/before/report.json runs/after/report.json
 
 Every leaf is compared exactly (scores, per-example predictions, losses, fusion choices,
-federation records), except wall times, the environment and file paths, which differ between
-any two runs. Keys that only one report has (a later version's additions) are listed apart.
+federation records), except wall times, peak memory, the environment and file paths, which
+differ between any two runs. Keys that only one report has (a later version's additions) are listed apart.
 Exits 1 when a shared leaf differs.
 """
 
@@ -16,8 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-# Leaves that differ between two runs of the same code: times, paths, the machine.
-IGNORED = re.compile(r"seconds|wall|_s$|^environment$|^command$|dir$|path$|^shared_from$|^run_log$")
+# Leaves that differ between two runs of the same code: times, peak memory (it depends on what the
+# process did before), paths, the machine.
+IGNORED = re.compile(r"seconds|wall|_s$|rss|^environment$|^command$|dir$|path$|^shared_from$|^run_log$")
 
 
 def leaves(node, prefix: str = "") -> dict[str, object]:
