@@ -7,6 +7,7 @@ Usage (the tables in docs/results.md and docs/experiments.md):
     python benchmarks/ablation.py --suite keep-pooled --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}'   # keep ratios: transfer alone, gain shares from the full run
     python benchmarks/ablation.py --suite privacy --out runs/ablation
+    python benchmarks/ablation.py --suite rollback --seeds 0 1 2 3 4 --out runs/ablation
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
 Each variant is the default config plus the listed overrides, run with
@@ -70,6 +71,9 @@ SUITES: dict[str, dict[str, list[str]]] = {
     # level with federated FedProxy, +0.006 [-0.020, +0.032]), so transfer alone is measured.
     "keep-pooled": {f"keep {r}, pooled": [f"compress.keep_ratio={r}", 'methods=["proxy-centralized"]']
                     for r in (0.5, 0.67, 0.8)},
+    # Issue #25: does discarding a round that collapses the global proxy, or leaves it clearly
+    # below the round before, help? (On the quick run's seed 0 the proxy collapsed in rounds 2-3.)
+    "rollback": {"no rollback": [], "rollback": ["fed.rollback=true"]},
     "transfer": {
         "default": [],
         "more-rounds (6x5)": ["fed.rounds=6", "fed.local_steps=5"],
