@@ -667,11 +667,12 @@ def print_report(result: dict) -> None:
                   f"install); ours {f['ours_round_s']:.1f} s of which training {f['ours_train_max_s']:.1f} s: "
                   f"overhead over the floor {f['overhead_over_floor']:+.0%}")
     if "default_run" in result:
+        runs = result["default_run"]
         print("| default run (`fedproxy run --set model.source=M`) | end to end min | "
-              + " | ".join(f"{m} min" for m in next(iter(result["default_run"].values()))["method_seconds"]) + " |")
-        for m, r in result["default_run"].items():
-            print(f"| {m} | {r['seconds'] / 60:.1f} | " + " | ".join(f"{s / 60:.1f}" for s in r["method_seconds"].values())
-                  + " |" + (" (resumed)" if r["resumed"] else ""))
+              + " | ".join(f"{m} min" for m in next(iter(runs.values()))["method_seconds"]) + " |")
+        for m, r in runs.items():
+            minutes = " | ".join(f"{s / 60:.1f}" for s in r["method_seconds"].values())
+            print(f"| {m} | {r['seconds'] / 60:.1f} | {minutes} |" + (" (resumed)" if r["resumed"] else ""))
     if "server" in result:
         server = result["server"]
         print("| bytes per client per round | up MB, float16 wire (default) | down MB | up MB, float32 wire | down MB |")

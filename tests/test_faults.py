@@ -141,8 +141,6 @@ def test_resume_with_a_different_config_is_refused(capsys, tmp_path, fault_log):
 
 
 def test_resume_accepts_a_key_a_newer_version_added_at_its_default(capsys, tmp_path):
-    import json
-
     from tests.test_cli import run_cli
 
     out = tmp_path / "run"
