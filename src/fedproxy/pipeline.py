@@ -44,14 +44,14 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
             continue
         log.info("%s: running", name)
         torch.manual_seed(cfg.seed)
-        clock = out / "work" / f"{name}.clock.json"
-        earlier = checkpoint.earlier_seconds(out / "work" / name, clock, resume)
+        work, clock = out / "work" / name, out / "work" / f"{name}.clock.json"
+        earlier = checkpoint.earlier_seconds(work, clock, resume)
         results[name] = run_recipe(ctx, METHODS.get(name))
         if earlier:  # a resumed method's cost includes what its earlier invocations kept
             results[name].update(wall_seconds=results[name]["wall_seconds"] + earlier, earlier_seconds=earlier)
         path.write_text(json.dumps(results[name], indent=2))
         clock.unlink(missing_ok=True)
-        checkpoint.clear(out / "work" / name)  # the result is safe; its resume checkpoints are not needed
+        checkpoint.clear(work)  # the result is safe; its resume checkpoints are not needed
         log.info("%s: %s %.3f", name, ctx.bench.metric, headline(results[name]))
     return write_report(_report(cfg, {**ctx.bench.describe(), "truncated": truncation(ctx)}, str(ctx.device),
                                 ctx.bf16, time.perf_counter() - t0, results), out)
