@@ -32,3 +32,20 @@ def test_confusion_rows_are_gold_and_columns_predicted(tiny_ctx, monkeypatch):
     golds = [sum(1 for e in examples if e.label == g) for g in range(n_cls)]
     assert res["confusion"] == [[0] * (n_cls - 1) + [golds[g]] for g in range(n_cls)]
     assert res["accuracy"] == golds[-1] / len(examples)
+
+
+def test_length_sorted_batches_return_each_example_its_own_prediction(tiny_ctx):
+    """Examples of mixed lengths, batched by length, get in data order what each gets scored alone."""
+    import torch
+
+    from fedproxy.eval.classify import evaluate
+
+    examples = [e for part in tiny_ctx.bench.test for e in part][:24]
+    lengths = [len(tiny_ctx.encoder.prompt_ids(e.text)) for e in examples]
+    assert lengths != sorted(lengths), "the fixture's examples must come in mixed length order"
+    cpu = torch.device("cpu")
+    together = evaluate(tiny_ctx.llm, tiny_ctx.encoder, examples, cpu, batch_size=5)
+    alone = [evaluate(tiny_ctx.llm, tiny_ctx.encoder, [e], cpu) for e in examples]
+    assert together["predictions"] == [a["predictions"][0] for a in alone]
+    assert together["gold"] == [e.label for e in examples]
+    assert abs(together["loss"] - sum(a["loss"] for a in alone) / len(alone)) < 1e-4
