@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.stats import paired_ci
 from fedproxy.report import example_scores, gain_recovered
@@ -98,7 +99,7 @@ def run_variant(out: Path, overrides: list[str], seed: int, resume: bool, config
     report, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
     r = report[methods[0]]
     return {"overrides": overrides, "fused_accuracy": headline(r),
-            "scores": example_scores(r, clients).tolist(),
+            "scores": example_scores(r, clients, required=True).tolist(),
             "other_methods": {m: headline(report[m]) for m in methods[1:]},
             "proxy_after_fl": headline(r["proxy_after_fl"]),
             "proxy_before_fl": headline(r["proxy_before_fl"]),
@@ -176,4 +177,7 @@ def _print_gain_recovered(rows: dict[str, dict[int, dict]]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FedProxyError as e:  # a clear message, not a traceback
+        sys.exit(f"error: {e}")

@@ -505,16 +505,26 @@ def eval_order(config: str, seed: int, overrides: list[str] = ()) -> dict:
 
 def default_run(model: str, out: Path, resume: bool) -> dict:
     """`fedproxy run` with the default config on ``model``, in a fresh process: its end-to-end time
-    (loading, every method, the report) and each method's own time and score, from its report."""
-    cmd = [sys.executable, "-c", "from fedproxy.cli import main; raise SystemExit(main())", "run", "--quiet",
-           "--out", str(out), "--set", f"model.source={model}", *(["--resume"] if resume else [])]
+    (loading, every method, the report), its peak memory, and each method's own time and score,
+    from its report."""
+    peak_file = out.parent / f"{out.name}.peak_rss_mb"
+    # The child reads its own VmHWM as it exits: getrusage would carry the parent's peak through
+    # exec (see _peak_rss_mb).
+    code = ("import sys; from fedproxy.cli import main; rc = main(sys.argv[1:]); "
+            "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')); "
+            f"open({str(peak_file)!r}, 'w').write(str(int(hwm.split()[1]) / 1024)); raise SystemExit(rc)")
+    cmd = [sys.executable, "-c", code, "run", "--quiet", "--out", str(out), "--set", f"model.source={model}",
+           *(["--resume"] if resume else [])]
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit(f"the default run on {model} failed; its log is above, and --resume continues it")
     seconds = time.perf_counter() - t0
+    peak = float(peak_file.read_text())
     report = json.loads((out / "report.json").read_text())
     methods = report["methods"]
-    return {"seconds": seconds, "resumed": resume, "report": str(out / "report.json"),
+    return {"seconds": seconds, "peak_rss_mb": peak, "resumed": resume,
+            "report": str(out / "report.json"),
             "method_seconds": {m: r["wall_seconds"] for m, r in methods.items()},
             "scores": {m: r.get("score") for m, r in methods.items()},
             "fedproxy_shipped": methods.get("fedproxy", {}).get("fusion", {}).get("decision", {}).get("shipped")}
@@ -674,6 +684,7 @@ def headline_summary(result: dict, command: str) -> dict:
     if "default_run" in result:
         out["default_run_s"] = {m: r["seconds"] for m, r in result["default_run"].items()}
         out["default_run_method_s"] = {m: r["method_seconds"] for m, r in result["default_run"].items()}
+        out["default_run_peak_rss_mb"] = {m: r.get("peak_rss_mb") for m, r in result["default_run"].items()}
     floor = (result.get("flower") or {}).get("floor")
     if floor:
         out["deployment_overhead_over_floor"] = floor["overhead_over_floor"]
@@ -714,11 +725,12 @@ def print_report(result: dict) -> None:
                   f"overhead over the floor {f['overhead_over_floor']:+.0%}")
     if "default_run" in result:
         runs = result["default_run"]
-        print("| default run (`fedproxy run --set model.source=M`) | end to end min | "
+        print("| default run (`fedproxy run --set model.source=M`) | end to end min | peak RSS GB | "
               + " | ".join(f"{m} min" for m in next(iter(runs.values()))["method_seconds"]) + " |")
         for m, r in runs.items():
             minutes = " | ".join(f"{s / 60:.1f}" for s in r["method_seconds"].values())
-            print(f"| {m} | {r['seconds'] / 60:.1f} | {minutes} |" + (" (resumed)" if r["resumed"] else ""))
+            peak = f"{r['peak_rss_mb'] / 1024:.1f}" if "peak_rss_mb" in r else "not recorded"
+            print(f"| {m} | {r['seconds'] / 60:.1f} | {peak} | {minutes} |" + (" (resumed)" if r["resumed"] else ""))
     if "server" in result:
         server = result["server"]
         print("| bytes per client per round | up MB, float16 wire (default) | down MB | up MB, float32 wire | down MB |")

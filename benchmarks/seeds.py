@@ -26,9 +26,8 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.guard import Acceptance
 from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
@@ -37,15 +36,6 @@ from fedproxy.report import example_scores
 
 # Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
 SELECTING = ("fedproxy", "offsite-tuning", "offsite-tuning-raw", "proxy-centralized")
-
-
-def per_example_scores(result: dict, clients: list[str]) -> np.ndarray:
-    """One method's per-example test scores, clients in benchmark order (1/0 correct for accuracy)."""
-    scores = example_scores(result, clients)
-    if scores is None:
-        raise SystemExit("this report has no per-example test tables (made before they were recorded); "
-                         "rerun the seed with the current version")
-    return scores
 
 
 def pooled_eval(result: dict, clients: list[str]) -> dict:
@@ -62,9 +52,9 @@ def summarize(reports: list[dict]) -> dict:
     CIs over seeds x test examples, and the harm counts (``benchmarks/results/<benchmark>.json``)."""
     clients = [c["name"] for c in reports[0]["benchmark"]["clients"]]
     names = list(reports[0]["methods"])
-    scores = {n: [per_example_scores(r["methods"][n], clients) for r in reports] for n in names}
+    scores = {n: [example_scores(r["methods"][n], clients, required=True) for r in reports] for n in names}
     if all("proxy_after_fl" in r["methods"].get("fedproxy", {}) for r in reports):
-        scores["proxy-alone"] = [per_example_scores(r["methods"]["fedproxy"]["proxy_after_fl"], clients)
+        scores["proxy-alone"] = [example_scores(r["methods"]["fedproxy"]["proxy_after_fl"], clients, required=True)
                                  for r in reports]
     methods = {}
     for n in names:
@@ -203,4 +193,7 @@ def format_summary(summary: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except FedProxyError as e:  # a clear message, not a traceback
+        sys.exit(f"error: {e}")

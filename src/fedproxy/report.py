@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import FedProxyError
 from .eval import headline
 from .eval.classify import class_recall
 from .eval.guard import per_example
@@ -34,13 +35,17 @@ GAIN_GOAL = 0.9
 _NOT_PROXY_METHODS = ("offsite-tuning", "offsite-tuning-raw", "fedavg-lora")
 
 
-def example_scores(result: dict, clients: list[str] | None = None) -> np.ndarray | None:
+def example_scores(result: dict, clients: list[str] | None = None, required: bool = False) -> np.ndarray | None:
     """A method's per-example test scores (1/0 correct for accuracy), ``clients`` in order (default: by
-    name); None when the run kept no per-example tables (reports made before they were recorded)."""
+    name); None when the run kept no per-example tables (reports made before they were recorded), or
+    with ``required`` a :class:`~fedproxy.errors.FedProxyError` saying so."""
     try:
         return np.asarray([x for c in (clients or sorted(result["per_client"]))
                            for x in per_example(result["per_client"][c])], dtype=float)
     except (KeyError, ValueError):
+        if required:
+            raise FedProxyError("this report has no per-example test tables (made before they were recorded); "
+                                "rerun it with the current version") from None
         return None
 
 

@@ -75,3 +75,15 @@ def test_seed_summary_counts_harm_and_pairs_methods():
     assert s["paired"]["fedproxy - proxy-alone"]["mean"] == pytest.approx((0.85 + 0.25 + 0.85) / 3 - 0.7)
     g = s["gain_recovered"]
     assert g["method"] == "fedproxy" and g["mean"] == pytest.approx((0.65 - 0.7) / (1.0 - 0.7))
+
+
+def test_seed_summary_of_a_report_without_per_example_tables_says_so():
+    from fedproxy.errors import FedProxyError
+
+    gold = [0, 1] * 10
+    bare = {"accuracy": 0.5, "per_client": {"a": {"accuracy": 0.5, "loss": 1.0, "n": 20}}}
+    report = {"seed": 0, "config": {"fed": {"aggregator": "ties"}},
+              "benchmark": {"clients": [{"name": "a", "test": 20}]},
+              "methods": {"zero-shot": _method(gold, gold), "centralized": _method(gold, gold), "fedproxy": bare}}
+    with pytest.raises(FedProxyError, match="no per-example test tables"):
+        _seeds_module().summarize([report])
