@@ -52,3 +52,30 @@ def test_patience_watches_the_fused_llm_whether_or_not_the_curve_is_recorded(tin
     assert curve["score"] == watched["score"] and {"proxy_test_score", "fused_test_score"} <= set(curve)
     plain = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, patience=0, curve=False))(trained)
     assert set(plain) == {"val"}  # without patience or curve only the round check's validation pass
+
+
+def test_when_clients_train_the_llm_itself_the_fused_llm_is_scored_once(tiny_ctx):
+    """FedAvg-LoRA's "proxy" is the LLM (identity map): its fused LLM at x1 is the proxy, so the
+    round check reuses the proxy's scores; they equal fusing and scoring the LLM."""
+    from fedproxy.compress import ProxyMap, build_proxy
+    from fedproxy.eval import headline
+    from fedproxy.fuse import fuse_into
+    from fedproxy.modeling import blocks
+    from fedproxy.proxies import round_monitor
+
+    n = len(blocks(tiny_ctx.llm))
+    proxy, pmap = build_proxy(tiny_ctx.llm, list(range(n))), ProxyMap(n, list(range(n)), tiny_ctx.llm.config.model_type, "fixed")
+    base = snapshot(proxy)
+    trained = {k: v + 0.05 * torch.randn_like(v) for k, v in base.items()}
+    calls = []
+    val_eval = tiny_ctx.val_eval
+    tiny_ctx.val_eval = lambda model: calls.append(model) or val_eval(model)
+    fed = dataclasses.replace(tiny_ctx.cfg.fed, patience=2, curve=True)
+    once = round_monitor(tiny_ctx, proxy, pmap, fed, fused_is_proxy=True)(trained)
+    assert len(calls) == 1 and once["fused_test_score"] == once["proxy_test_score"]
+    fuse_into(tiny_ctx.llm, {k: trained[k] - v for k, v in base.items()}, pmap)
+    assert once["score"] == once["fused_val_score"] == headline(val_eval(tiny_ctx.llm))
+    tiny_ctx.restore_llm()
+    calls.clear()
+    round_monitor(tiny_ctx, proxy, pmap, fed)(trained)
+    assert len(calls) == 2  # without the flag: the proxy and the fused LLM

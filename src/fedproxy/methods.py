@@ -166,7 +166,7 @@ def _through_clients(ctx: RunContext, recipe: Recipe) -> dict:
     keep_files = recipe.save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)
-    monitor = round_monitor(ctx, proxy, pmap, fed_cfg)
+    monitor = round_monitor(ctx, proxy, pmap, fed_cfg, fused_is_proxy=recipe.clients_get == "llm")
     if fed_cfg.engine == "simulation" and recipe.data == "federated":
         from .flower_app import simulate  # Flower and Ray load only when asked for
 

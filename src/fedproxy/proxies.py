@@ -46,16 +46,18 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
     return comp.proxy, comp.pmap, comp.info
 
 
-def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg):
+def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg, fused_is_proxy: bool = False):
     """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
 
     Scores the proxy on server validation. With ``fed.patience`` also the fused LLM (variant source,
     x1) on validation, and that is the score patience watches: every method stops on what it would
     ship, whether or not the curve is recorded. With ``fed.curve`` also the proxy and the fused LLM
     on the first ``fed.curve_test`` examples of each test split (the report's learning curve).
+    ``fused_is_proxy``: the clients train the LLM itself (identity map), so the fused LLM at x1 is
+    the proxy and is scored once.
     """
     curve, fused = fed_cfg.curve, fed_cfg.curve or fed_cfg.patience > 0
-    base = snapshot(proxy) if fused else {}  # the proxy as compressed, before any round
+    base = snapshot(proxy) if fused and not fused_is_proxy else {}  # the proxy as compressed, before any round
 
     def monitor(params, full: bool = True) -> dict:
         load_params(proxy, params)
@@ -63,6 +65,11 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg):
         if fused and full:
             if curve:
                 out["proxy_test_score"] = headline(ctx.evaluate(proxy, fed_cfg.curve_test))
+            if fused_is_proxy:
+                out["fused_val_score"] = out["score"] = headline(out["val"])
+                if curve:
+                    out["fused_test_score"] = out["proxy_test_score"]
+                return out
             fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
             out["fused_val_score"] = out["score"] = headline(ctx.val_eval(ctx.llm))
             if curve:
