@@ -4,7 +4,6 @@ Usage (the table in README.md and docs/results.md; the summary in benchmarks/res
     python benchmarks/perf.py --steps 6 --flower-clients 2 --out runs/perf.json --results benchmarks/results/perf.json
     python benchmarks/perf.py --parts distill --distill-models smollm2 gemma3-270m   # one part only
     python benchmarks/perf.py --parts default-run --out runs/perf/default_run.json  # the README's end-to-end times
-    python benchmarks/perf.py --parts eval-order --out runs/perf/eval_order.json   # length-sorted evaluation
     python benchmarks/perf.py --steps 6 --set bf16=true --out runs/perf_bf16.json   # bf16 autocast
     python benchmarks/perf.py --flower-only --flower-clients 2 --out runs/perf_flower.json
     # the Flower rounds as before the float16 wire and the in-memory SuperLink (docs/results.md):
@@ -468,39 +467,7 @@ def _breakdown_table(breakdown: dict) -> str:
     return "\n".join(rows)
 
 
-PARTS = ("train", "flower", "server", "distill", "default-run", "eval-order")
-
-
-def eval_order(config: str, seed: int, overrides: list[str] = ()) -> dict:
-    """Classification evaluation (``config``'s test set, the unchanged LLM) in batches of similar
-    length, as :func:`fedproxy.eval.classify.evaluate` runs it, against batches in data order.
-
-    Data order is timed as one call per consecutive 32 examples: sorting within one batch keeps its
-    padded width, so each call costs what that batch cost before lengths were sorted."""
-    from fedproxy.config import load_config
-    from fedproxy.context import build_context
-    from fedproxy.eval.classify import evaluate
-
-    cfg = load_config(config).with_overrides([f"seed={seed}", *overrides])
-    ctx = build_context(cfg, Path("/tmp"), progress=False)
-    examples = [e for part in ctx.bench.test for e in part]
-    lengths = [len(ctx.encoder.prompt_ids(e.text)) for e in examples]
-
-    def padded(order: list[int]) -> int:
-        return sum(max(lengths[j] for j in order[i:i + 32]) * len(order[i:i + 32]) for i in range(0, len(order), 32))
-
-    t0 = time.perf_counter()
-    by_length = evaluate(ctx.llm, ctx.encoder, examples, ctx.device)
-    sorted_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    in_order = [evaluate(ctx.llm, ctx.encoder, examples[i:i + 32], ctx.device) for i in range(0, len(examples), 32)]
-    data_order_s = time.perf_counter() - t0
-    predictions = [p for ev in in_order for p in ev["predictions"]]
-    order = list(range(len(examples)))
-    return {"config": config, "examples": len(examples), "by_length_s": sorted_s, "data_order_s": data_order_s,
-            "speedup": data_order_s / sorted_s, "prompt_tokens": sum(lengths),
-            "padded_tokens": {"by_length": padded(sorted(order, key=lengths.__getitem__)), "data_order": padded(order)},
-            "predictions_differ": sum(a != b for a, b in zip(predictions, by_length["predictions"]))}
+PARTS = ("train", "flower", "server", "distill", "default-run")
 
 
 def default_run(model: str, out: Path, resume: bool) -> dict:
@@ -535,8 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:4]),
                    help="what to measure: client training (full LLM, proxy, proxy with LoRA r=32, "
                         "Offsite-Tuning), Flower rounds and Flower's floor, server costs, distillation, "
-                        "the default `fedproxy run` end to end per model (not in the default set: about an hour), "
-                        "classification evaluation in length-sorted vs data-order batches")
+                        "the default `fedproxy run` end to end per model (not in the default set: about an hour)")
     p.add_argument("--steps", type=int, default=6, help="measured training steps per configuration")
     p.add_argument("--repeats", type=int, default=2,
                    help="fresh processes per client configuration (median speed, largest peak RSS): single "
@@ -561,7 +527,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-out", default="runs/perf/default", metavar="DIR",
                    help="the default-run part's run folders (DIR-<model>); --resume continues them")
     p.add_argument("--resume", action="store_true", help="continue the default-run part's interrupted runs")
-    p.add_argument("--eval-config", default="converge", help="the eval-order part's preset (a classification one)")
     p.add_argument("--distill-steps", type=int, default=40, help="distillation steps per recipe (the default's)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config overrides for every measurement, e.g. bf16=true (bf16 autocast where the CPU "
@@ -615,9 +580,6 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.run_models:
             result["default_run"][m] = default_run(m, Path(f"{args.run_out}-{m}"), args.resume)
             save()
-    if "eval-order" in parts:
-        result["eval_order"] = eval_order(args.eval_config, args.seed, args.overrides)
-        save()
     if "server" in parts:
         result["server"] = server_costs(args.seed, args.overrides)
         if "training" in result:
@@ -679,8 +641,6 @@ def headline_summary(result: dict, command: str) -> dict:
         out["peak_rss_mb"] = {k: r["peak_rss_mb"] for k, r in t.items()}
         out["lora_peak_rss_vs_full_llm"] = t["proxy-lora"]["peak_rss_mb"] / t["full-llm"]["peak_rss_mb"]
         out["proxy_vs_full_llm_tokens_per_s"] = t["proxy"]["tokens_per_s"] / t["full-llm"]["tokens_per_s"]
-    if "eval_order" in result:
-        out["eval_by_length_speedup"] = result["eval_order"]["speedup"]
     if "default_run" in result:
         out["default_run_s"] = {m: r["seconds"] for m, r in result["default_run"].items()}
         out["default_run_method_s"] = {m: r["method_seconds"] for m, r in result["default_run"].items()}
@@ -709,12 +669,6 @@ def print_report(result: dict) -> None:
     flower = result.get("flower")
     if flower:
         print(_flower_line(flower))
-    if "eval_order" in result:
-        e = result["eval_order"]
-        print(f"classification evaluation, {e['config']} test ({e['examples']} examples): {e['by_length_s']:.1f} s in "
-              f"batches of similar length, {e['data_order_s']:.1f} s in data order ({e['speedup']:.2f}x; padded "
-              f"tokens {e['padded_tokens']['by_length']:,} vs {e['padded_tokens']['data_order']:,}); "
-              f"{e['predictions_differ']} predictions differ")
         if "floor" in flower:
             f = flower["floor"]
             print(f"Flower's floor ({f['nodes']} nodes, {f['payload_bytes'] / 2**20:.1f} MB each way, rounds after "
