@@ -169,3 +169,42 @@ def test_a_resumed_method_counts_its_earlier_invocations_up_to_their_last_checkp
     os.utime(work / "federation.pt", (second - 5, second - 5))  # the second wrote nothing before dying
     assert earlier_seconds(work, clock, resume=True) == pytest.approx(100.0)
     assert earlier_seconds(work, clock, resume=False) == 0.0  # a fresh run starts the count again
+
+
+def test_centralized_killed_between_stretches_resumes_to_the_uninterrupted_result(tiny_cfg, tmp_path, monkeypatch,
+                                                                                 fault_log):
+    """Early-stopped pooled fine-tuning checkpoints every stretch; killed in one, it resumes after the last."""
+    from fedproxy import pooled
+    from fedproxy.context import build_context
+    from fedproxy.federated import trainable_names
+
+    cfg = tiny_cfg.with_overrides(["fed.rounds=3", "fed.patience=3"])
+    ctx = build_context(cfg, tmp_path / "a", progress=False)
+    names = trainable_names(ctx.llm, cfg.fed)
+    whole = pooled.pooled_finetune(ctx, names, ctx.method_dir("centralized"))
+
+    real, calls = pooled.local_train, []
+
+    def killed_in_stretch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pooled, "local_train", killed_in_stretch_2)
+    ctx = build_context(cfg, tmp_path / "b", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        pooled.pooled_finetune(ctx, names, ctx.method_dir("centralized"))
+    assert checkpoint.load(tmp_path / "b" / "work" / "centralized" / "stretches.pt")["next"] == 1
+
+    calls.clear()
+    monkeypatch.setattr(pooled, "local_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ctx = build_context(cfg, tmp_path / "b", resume=True, progress=False)
+    resumed = pooled.pooled_finetune(ctx, names, ctx.method_dir("centralized"))
+    assert len(calls) == 2  # stretches 2 and 3 only
+    assert resumed["val_curve"] == whole["val_curve"] and resumed["steps"] == whole["steps"]
+    assert ([c["predictions"] for c in resumed["per_client"].values()]
+            == [c["predictions"] for c in whole["per_client"].values()])
+    assert resumed["loss"] == pytest.approx(whole["loss"], abs=1e-6)
+    fault_log.record("centralized killed between early-stopping stretches, resumed",
+                     rounds_lost=len(whole["val_curve"]) - len(resumed["val_curve"]))

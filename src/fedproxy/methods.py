@@ -99,10 +99,11 @@ def run_recipe(ctx: RunContext, recipe: Recipe) -> dict:
         t0 = time.perf_counter()
         return {**ctx.llm_eval("test"), "wall_seconds": time.perf_counter() - t0, "trainable_params": 0}
     if recipe.fusion == "none":  # the LLM's own tensors, trained on the pooled data
+        work = ctx.method_dir(recipe.name)
         if recipe.trains == "kept-blocks":
             names, kept = kept_block_names(ctx)
-            return {**pooled_finetune(ctx, names), "kept_blocks": kept}
-        return pooled_finetune(ctx, trainable_names(ctx.llm, ctx.cfg.fed))
+            return {**pooled_finetune(ctx, names, work), "kept_blocks": kept}
+        return pooled_finetune(ctx, trainable_names(ctx.llm, ctx.cfg.fed), work)
     return _through_clients(ctx, recipe)
 
 

@@ -10,6 +10,7 @@ import random
 import time
 from pathlib import Path
 
+from . import checkpoint
 from .compress import ProxyMap, select_blocks, split_block_key
 from .context import RunContext
 from .federated import local_train, trainable_names
@@ -32,13 +33,15 @@ def kept_block_names(ctx: RunContext) -> tuple[list[str], list[int]]:
     return [n for n in trainable_names(ctx.llm, c.fed) if (p := split_block_key(n)) is None or p[1] in keep], pmap.keep
 
 
-def pooled_finetune(ctx: RunContext, names: list[str]) -> dict:
+def pooled_finetune(ctx: RunContext, names: list[str], work: Path | None = None) -> dict:
     """Fine-tune the LLM tensors ``names`` on the pooled client data, evaluate, restore the LLM.
 
     With ``fed.patience`` the same budget is cut into ``fed.rounds`` stretches of one round's
     examples (``local_steps x clients`` steps), AdamW's moments carried across, and training
     stops once the server-validation accuracy has not improved for ``patience`` stretches; the
-    best stretch's weights are kept (early stopping, as the federated methods stop).
+    best stretch's weights are kept (early stopping, as the federated methods stop). With
+    ``work``, each stretch ends with a checkpoint there, and a resumed run continues from it
+    with the result of an uninterrupted one.
     """
     t0 = time.perf_counter()
     c = ctx.cfg
@@ -53,7 +56,7 @@ def pooled_finetune(ctx: RunContext, names: list[str]) -> dict:
         best, steps, curve, metrics = {n: start[n] + res.update[n] for n in names}, fed.local_steps, [], res.metrics
     else:
         best, steps, curve, metrics = _early_stopped(ctx, names, start, pooled, dataclasses.replace(
-            fed, local_steps=per_round))
+            fed, local_steps=per_round), work)
     load_params(ctx.llm, best)
     out = {**ctx.evaluate(ctx.llm), "wall_seconds": time.perf_counter() - t0,
            "trainable_params": sum(v.numel() for v in start.values()), "steps": steps,
@@ -63,20 +66,33 @@ def pooled_finetune(ctx: RunContext, names: list[str]) -> dict:
     return out
 
 
-def _early_stopped(ctx, names, start, pooled, fed):
-    """Train in stretches of ``fed.local_steps`` steps until validation stops improving; the best weights."""
+def _early_stopped(ctx, names, start, pooled, fed, work: Path | None):
+    """Train in stretches of ``fed.local_steps`` steps until validation stops improving; the best weights.
+
+    The state after each stretch (weights, AdamW's moments, the best so far, the curve) goes to
+    ``work/stretches.pt``: a centralized run on the decision-grade presets takes most of an hour."""
     c = ctx.cfg
-    current, moments = start, {}
-    best, best_score, best_at, curve, steps = start, ctx.val_accuracy(ctx.llm), 0, [], 0
-    for r in range(c.fed.rounds):
-        res = local_train(ctx.llm, current, pooled, ctx.encoder, fed, ctx.device, c.seed * 1009 + r, ctx.bf16,
-                          progress=f"centralized stretch {r + 1}" if ctx.progress else None, opt_state=moments)
-        current = {n: current[n] + res.update[n] for n in names}
-        steps += fed.local_steps
-        score = ctx.val_accuracy(ctx.llm)  # local_train leaves the trained weights in the model
-        curve.append({"round": r + 1, "val_accuracy": score, "examples_seen": steps * fed.batch_size})
-        if score > best_score:
-            best, best_score, best_at = current, score, r + 1
-        elif r + 1 - best_at >= c.fed.patience:
+    path = work / "stretches.pt" if work is not None else None
+    state = checkpoint.load(path) if path is not None and ctx.resume else None
+    if state is None:
+        state = {"next": 0, "stopped": False, "current": start, "moments": {}, "best": start,
+                 "best_score": ctx.val_accuracy(ctx.llm), "best_at": 0, "curve": [], "steps": 0, "metrics": None}
+    for r in range(state["next"], c.fed.rounds):
+        if state["stopped"]:
             break
-    return best, steps, curve, res.metrics
+        res = local_train(ctx.llm, state["current"], pooled, ctx.encoder, fed, ctx.device, c.seed * 1009 + r,
+                          ctx.bf16, progress=f"centralized stretch {r + 1}" if ctx.progress else None,
+                          opt_state=state["moments"])
+        state["current"] = {n: state["current"][n] + res.update[n] for n in names}
+        state["steps"] += fed.local_steps
+        state["metrics"] = res.metrics
+        score = ctx.val_accuracy(ctx.llm)  # local_train leaves the trained weights in the model
+        state["curve"].append({"round": r + 1, "val_accuracy": score, "examples_seen": state["steps"] * fed.batch_size})
+        if score > state["best_score"]:
+            state.update(best=state["current"], best_score=score, best_at=r + 1)
+        elif r + 1 - state["best_at"] >= c.fed.patience:
+            state["stopped"] = True
+        state["next"] = r + 1
+        if path is not None:
+            checkpoint.save(state, path)
+    return state["best"], state["steps"], state["curve"], state["metrics"]
