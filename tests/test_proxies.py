@@ -64,7 +64,8 @@ def test_when_clients_train_the_llm_itself_the_fused_llm_is_scored_once(tiny_ctx
     from fedproxy.proxies import round_monitor
 
     n = len(blocks(tiny_ctx.llm))
-    proxy, pmap = build_proxy(tiny_ctx.llm, list(range(n))), ProxyMap(n, list(range(n)), tiny_ctx.llm.config.model_type, "fixed")
+    proxy = build_proxy(tiny_ctx.llm, list(range(n)))
+    pmap = ProxyMap(n, list(range(n)), tiny_ctx.llm.config.model_type, "fixed")
     base = snapshot(proxy)
     trained = {k: v + 0.05 * torch.randn_like(v) for k, v in base.items()}
     calls = []
