@@ -75,10 +75,10 @@ def _early_stopped(ctx, names, start, pooled, fed, work: Path | None):
     path = work / "stretches.pt" if work is not None else None
     state = checkpoint.load(path) if path is not None and ctx.resume else None
     if state is None:
-        state = {"next": 0, "stopped": False, "current": start, "moments": {}, "best": start,
+        state = {"next": 0, "current": start, "moments": {}, "best": start,
                  "best_score": ctx.val_accuracy(ctx.llm), "best_at": 0, "curve": [], "steps": 0, "metrics": None}
     for r in range(state["next"], c.fed.rounds):
-        if state["stopped"]:
+        if r - state["best_at"] >= c.fed.patience:  # no better stretch in the last `patience`
             break
         res = local_train(ctx.llm, state["current"], pooled, ctx.encoder, fed, ctx.device, c.seed * 1009 + r,
                           ctx.bf16, progress=f"centralized stretch {r + 1}" if ctx.progress else None,
@@ -90,8 +90,6 @@ def _early_stopped(ctx, names, start, pooled, fed, work: Path | None):
         state["curve"].append({"round": r + 1, "val_accuracy": score, "examples_seen": state["steps"] * fed.batch_size})
         if score > state["best_score"]:
             state.update(best=state["current"], best_score=score, best_at=r + 1)
-        elif r + 1 - state["best_at"] >= c.fed.patience:
-            state["stopped"] = True
         state["next"] = r + 1
         if path is not None:
             checkpoint.save(state, path)

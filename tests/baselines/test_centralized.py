@@ -27,3 +27,30 @@ def test_centralized_kept_trains_exactly_the_kept_blocks(tiny_ctx, monkeypatch):
     assert out["trainable_params"] == sum(v.numel() for v in trained.values())
     after = snapshot(tiny_ctx.llm)  # the shared LLM is restored for the next method
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_centralized_stops_after_patience_stretches_without_improvement_and_keeps_the_best(tiny_ctx, monkeypatch):
+    """Validation 0.2 before training, then 0.5, 0.6, 0.6, 0.4, 0.9: with patience 2 the run stops
+    after stretch 4 (two stretches without beating 0.6) and keeps stretch 2's weights."""
+    import dataclasses
+
+    from fedproxy.federated import ClientResult, trainable_names
+
+    scores = iter([0.2, 0.5, 0.6, 0.6, 0.4, 0.9])
+    monkeypatch.setattr(tiny_ctx, "val_accuracy", lambda model: next(scores))
+    stretches = []
+
+    def one_step(model, start, *args, **kwargs):  # every stretch adds 1 to every weight
+        stretches.append(1)
+        return ClientResult({n: torch.ones_like(v) for n, v in start.items()}, 1, {"tokens_per_s": 1.0,
+                                                                                  "peak_rss_mb": 1.0})
+
+    monkeypatch.setattr(pooled, "local_train", one_step)
+    tiny_ctx.cfg = dataclasses.replace(tiny_ctx.cfg, fed=dataclasses.replace(tiny_ctx.cfg.fed, rounds=5, patience=2))
+    names = trainable_names(tiny_ctx.llm, tiny_ctx.cfg.fed)
+    start = snapshot(tiny_ctx.llm, names)
+    seen = {}
+    monkeypatch.setattr(pooled, "load_params", lambda model, params: seen.update(params))
+    out = pooled.pooled_finetune(tiny_ctx, names)
+    assert len(stretches) == 4 and [c["val_accuracy"] for c in out["val_curve"]] == [0.5, 0.6, 0.6, 0.4]
+    assert all(torch.allclose(seen[n], start[n] + 2) for n in names)  # stretch 2's weights (not 3's, +3)
