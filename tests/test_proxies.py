@@ -70,7 +70,7 @@ def test_when_clients_train_the_llm_itself_the_fused_llm_is_scored_once(tiny_ctx
     trained = {k: v + 0.05 * torch.randn_like(v) for k, v in base.items()}
     calls = []
     val_eval = tiny_ctx.val_eval
-    tiny_ctx.val_eval = lambda model: calls.append(model) or val_eval(model)
+    tiny_ctx.val_eval = lambda model, loss=True: calls.append(model) or val_eval(model, loss)
     fed = dataclasses.replace(tiny_ctx.cfg.fed, patience=2, curve=True)
     once = round_monitor(tiny_ctx, proxy, pmap, fed, fused_is_proxy=True)(trained)
     assert len(calls) == 1 and once["fused_test_score"] == once["proxy_test_score"]

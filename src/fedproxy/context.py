@@ -39,13 +39,16 @@ class RunContext:
     def bf16(self) -> bool:
         return self.cfg.bf16 and bf16_supported(self.device)
 
-    def evaluate(self, model: torch.nn.Module, per_client: int | None = None) -> dict:
-        """``model`` on every client's test split (its first ``per_client`` examples when given)."""
+    def evaluate(self, model: torch.nn.Module, per_client: int | None = None, loss: bool = True) -> dict:
+        """``model`` on every client's test split (its first ``per_client`` examples when given).
+
+        ``loss=False``: a generation benchmark skips the reference's loss (a pass of its own)."""
         tests = self.bench.test if per_client is None else [t[:per_client] for t in self.bench.test]
-        return evaluate_clients(model, self.encoder, tests, self.bench.client_names, self.device)
+        return evaluate_clients(model, self.encoder, tests, self.bench.client_names, self.device, loss=loss)
 
     def val_accuracy(self, model: torch.nn.Module) -> float:
-        return headline(self.val_eval(model))
+        """The headline validation score alone (the loss is not computed)."""
+        return headline(self.val_eval(model, loss=False))
 
     def llm_eval(self, split: str) -> dict:
         """The unchanged LLM on ``split`` ('test': every client's test split, 'val'), computed once per run.
@@ -58,9 +61,9 @@ class RunContext:
             self._llm_evals[split] = self.evaluate(self.llm) if split == "test" else self.val_eval(self.llm)
         return self._llm_evals[split]
 
-    def val_eval(self, model: torch.nn.Module) -> dict:
+    def val_eval(self, model: torch.nn.Module, loss: bool = True) -> dict:
         """``model`` on the server's validation examples, with the per-example tables."""
-        return evaluate(model, self.encoder, self.bench.server_val, self.device)
+        return evaluate(model, self.encoder, self.bench.server_val, self.device, loss=loss)
 
     def acceptance(self) -> Acceptance:
         """The do-no-harm rule of this run (``fuse.accept_alpha`` and ``fuse.guard_*``)."""

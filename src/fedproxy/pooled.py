@@ -13,6 +13,7 @@ from pathlib import Path
 from . import checkpoint
 from .compress import ProxyMap, select_blocks, split_block_key
 from .context import RunContext
+from .eval import headline
 from .federated import local_train, trainable_names
 from .modeling import load_params, snapshot
 
@@ -76,7 +77,7 @@ def _early_stopped(ctx, names, start, pooled, fed, work: Path | None):
     state = checkpoint.load(path) if path is not None and ctx.resume else None
     if state is None:
         state = {"next": 0, "current": start, "moments": {}, "best": start,
-                 "best_score": ctx.val_accuracy(ctx.llm), "best_at": 0, "curve": [], "steps": 0, "metrics": None}
+                 "best_score": headline(ctx.llm_eval("val")), "best_at": 0, "curve": [], "steps": 0, "metrics": None}
     for r in range(state["next"], c.fed.rounds):
         if r - state["best_at"] >= c.fed.patience:  # no better stretch in the last `patience`
             break

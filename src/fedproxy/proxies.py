@@ -64,16 +64,16 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg, fused_is_prox
         out = {"val": ctx.val_eval(proxy)}
         if fused and full:
             if curve:
-                out["proxy_test_score"] = headline(ctx.evaluate(proxy, fed_cfg.curve_test))
+                out["proxy_test_score"] = headline(ctx.evaluate(proxy, fed_cfg.curve_test, loss=False))
             if fused_is_proxy:
                 out["fused_val_score"] = out["score"] = headline(out["val"])
                 if curve:
                     out["fused_test_score"] = out["proxy_test_score"]
                 return out
             fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
-            out["fused_val_score"] = out["score"] = headline(ctx.val_eval(ctx.llm))
+            out["fused_val_score"] = out["score"] = ctx.val_accuracy(ctx.llm)
             if curve:
-                out["fused_test_score"] = headline(ctx.evaluate(ctx.llm, fed_cfg.curve_test))
+                out["fused_test_score"] = headline(ctx.evaluate(ctx.llm, fed_cfg.curve_test, loss=False))
             ctx.restore_llm()
         return out
 

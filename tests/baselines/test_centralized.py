@@ -36,8 +36,9 @@ def test_centralized_stops_after_patience_stretches_without_improvement_and_keep
 
     from fedproxy.federated import ClientResult, trainable_names
 
-    scores = iter([0.2, 0.5, 0.6, 0.6, 0.4, 0.9])
+    scores = iter([0.5, 0.6, 0.6, 0.4, 0.9])
     monkeypatch.setattr(tiny_ctx, "val_accuracy", lambda model: next(scores))
+    monkeypatch.setattr(tiny_ctx, "llm_eval", lambda split: {"score": 0.2})  # the unchanged LLM, shared
     stretches = []
 
     def one_step(model, start, *args, **kwargs):  # every stretch adds 1 to every weight

@@ -66,3 +66,21 @@ def test_generation_results_follow_the_examples_order_whatever_the_batching(tiny
     rev = evaluate_generation(ctx.llm, ctx.encoder, examples[::-1], ctx.device, batch_size=5)
     assert rev["outputs"] == fwd["outputs"][::-1] and rev["scores"] == fwd["scores"][::-1]
     assert len({len(e.text) for e in examples}) > 1  # the batches really were reordered by length
+
+
+def test_score_only_checks_skip_the_reference_pass_and_get_the_same_answers(tiny_cfg, tmp_path):
+    from fedproxy.context import build_context
+
+    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa", "data.max_answer=4"]), tmp_path,
+                        progress=False)
+    calls = []
+    hook = ctx.llm.get_input_embeddings().register_forward_hook(lambda mod, args, out: calls.append(1))
+    full = ctx.val_eval(ctx.llm)
+    n_full, calls[:] = len(calls), []
+    lean = ctx.val_eval(ctx.llm, loss=False)
+    hook.remove()
+    assert "loss" in full and "loss" not in lean
+    assert lean["outputs"] == full["outputs"] and lean["scores"] == full["scores"]
+    assert len(calls) < n_full  # one forward pass less per batch
+    assert ctx.val_accuracy(ctx.llm) == full["score"]
+    assert "loss" not in ctx.evaluate(ctx.llm, per_client=2, loss=False)

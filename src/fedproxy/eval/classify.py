@@ -22,7 +22,7 @@ def class_recall(confusion: list[list[int]]) -> list[float | None]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
-             batch_size: int = 32) -> dict:
+             batch_size: int = 32, loss: bool = True) -> dict:
     """Accuracy (argmax over label continuations), mean label NLL and the confusion matrix on ``examples``.
 
     ``predictions`` and ``gold`` list the predicted and gold class of every example in order,
@@ -30,11 +30,14 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
 
     ``confusion[g][p]`` counts examples of gold class ``g`` predicted as ``p``: accuracy alone
     hides a model that has stopped predicting some class.
+
+    ``loss=False`` lets a generation benchmark skip the reference's loss (its own forward pass);
+    classification gets the label loss from the scoring pass and always reports it.
     """
     if encoder.generative:
         from .generate import evaluate_generation
 
-        return evaluate_generation(model, encoder, examples, device, batch_size)
+        return evaluate_generation(model, encoder, examples, device, batch_size, loss)
     model.eval()
     n_cls = len(encoder.label_tokens)
     nll_sum = 0.0
@@ -63,12 +66,12 @@ def evaluate(model: nn.Module, encoder: Encoder, examples: list[Example], device
 
 
 def evaluate_clients(model: nn.Module, encoder: Encoder, tests: list[list[Example]], names: list[str],
-                     device: torch.device, batch_size: int = 32) -> dict:
+                     device: torch.device, batch_size: int = 32, loss: bool = True) -> dict:
     """Per-client and pooled metrics (pooled = example-weighted over all clients).
 
     ``score`` is the benchmark's headline metric (accuracy, or token F1 for generation).
     """
-    per = {name: evaluate(model, encoder, t, device, batch_size) for name, t in zip(names, tests)}
+    per = {name: evaluate(model, encoder, t, device, batch_size, loss) for name, t in zip(names, tests)}
     n = sum(m["n"] for m in per.values())
     pooled = {key: sum(m[key] * m["n"] for m in per.values()) / n
               for key in ("score", "accuracy", "f1", "exact_match", "loss") if all(key in m for m in per.values())}

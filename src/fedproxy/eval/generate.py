@@ -68,10 +68,13 @@ def generate_answers(model: nn.Module, encoder: Encoder, examples: list[Example]
 
 @torch.no_grad()
 def evaluate_generation(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
-                        batch_size: int = 32) -> dict:
+                        batch_size: int = 32, loss: bool = True) -> dict:
     """Token F1 (the ``score``) and exact match of greedy answers, best over each example's references,
     and the mean per-token loss of the first reference. ``scores`` and ``outputs`` list every example's
-    F1 and answer in order, for paired comparisons and the collapse guard (:mod:`fedproxy.eval.guard`)."""
+    F1 and answer in order, for paired comparisons and the collapse guard (:mod:`fedproxy.eval.guard`).
+
+    ``loss=False`` skips the reference's forward pass and leaves ``loss`` out, for checks that
+    read only the score (a learning curve, an early-stopping score)."""
     model.eval()
     n_ex = len(examples)
     outputs, f1s, ems, nll_sum = [""] * n_ex, [0.0] * n_ex, [0.0] * n_ex, 0.0
@@ -80,13 +83,14 @@ def evaluate_generation(model: nn.Module, encoder: Encoder, examples: list[Examp
     order = sorted(range(n_ex), key=lambda i: len(examples[i].text))
     for idx in batches(order, batch_size):
         chunk = [examples[i] for i in idx]
-        gold = encoder.batch(chunk, with_label=True).to(device)
-        lengths = torch.tensor([len(x) for x in gold.label_ids], device=device)
-        nll_sum += float((-sequence_logprob(model, gold) / lengths).sum())
+        if loss:
+            gold = encoder.batch(chunk, with_label=True).to(device)
+            lengths = torch.tensor([len(x) for x in gold.label_ids], device=device)
+            nll_sum += float((-sequence_logprob(model, gold) / lengths).sum())
         for i, ex, answer in zip(idx, chunk, generate_answers(model, encoder, chunk, device)):
             outputs[i] = answer
             f1s[i] = max(token_f1(answer, t) for t in ex.targets)
             ems[i] = max(exact_match(answer, t) for t in ex.targets)
     n = max(1, len(examples))
-    return {"score": sum(f1s) / n, "f1": sum(f1s) / n, "exact_match": sum(ems) / n, "loss": nll_sum / n,
-            "n": len(examples), "scores": f1s, "outputs": outputs}
+    return {"score": sum(f1s) / n, "f1": sum(f1s) / n, "exact_match": sum(ems) / n,
+            **({"loss": nll_sum / n} if loss else {}), "n": len(examples), "scores": f1s, "outputs": outputs}
