@@ -33,8 +33,8 @@ import numpy as np
 from fedproxy.cli import main as fedproxy_main
 from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
-from fedproxy.eval.stats import paired_ci
-from fedproxy.report import example_scores, gain_recovered
+from fedproxy.eval.stats import gain_ci, paired_ci
+from fedproxy.report import example_scores
 
 SUITES: dict[str, dict[str, list[str]]] = {
     # The paper's stage 2 (arXiv 2604.19015 §4.2): H-TIES, the conflict-weighted proximal term
@@ -137,14 +137,19 @@ def main(argv: list[str] | None = None) -> int:
             rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume, args.config)
             if compress_default and shared_proxy is None:
                 shared_proxy = out / "work" / "fedproxy" / "proxy"
+    baseline_scores = {}  # seed -> method -> per-example test scores of the --baselines run
     if args.baselines:
         for seed in args.seeds:
-            base = json.loads(Path(args.baselines.format(seed=seed), "report.json").read_text())["methods"]
+            full = json.loads(Path(args.baselines.format(seed=seed), "report.json").read_text())
+            base, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
+            kept = [m for m in ("zero-shot", "centralized", "centralized-kept") if m in base]
+            baseline_scores[seed] = {m: example_scores(base[m], clients, required=True) for m in kept}
             for by_seed in rows.values():
-                by_seed[seed]["other_methods"].update(
-                    {m: headline(base[m]) for m in ("zero-shot", "centralized", "centralized-kept") if m in base})
+                by_seed[seed]["other_methods"].update({m: headline(base[m]) for m in kept})
+    gains = _gain_recovered(rows, baseline_scores)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=2))
+    Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows,
+                                                                "gain_recovered": gains}, indent=2))
     first = next(iter(variants))
     print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM score | per seed | vs {first}: mean [95% CI] "
           "| proxy before FL | proxy after FL | fusion scales |")
@@ -158,22 +163,22 @@ def main(argv: list[str] | None = None) -> int:
               f"{mean_std([r['proxy_before_fl'] for r in by_seed.values()])} | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
-    _print_gain_recovered(rows)
+    for name, g in gains.items():
+        print(f"{name}: {g['mean']:.0%} of the centralized gain (95% CI [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}], "
+              f"seeds {g['seeds']})")
     return 0
 
 
-def _print_gain_recovered(rows: dict[str, dict[int, dict]]) -> None:
-    """Share of the centralized gain over zero-shot, per variant, where a variant ran both baselines."""
-    base = {s: r["other_methods"] for by_seed in rows.values() for s, r in by_seed.items()
-            if {"zero-shot", "centralized"} <= set(r.get("other_methods", {}))}
-    if not base:
-        return
-    for name, by_seed in rows.items():
-        shares = [gain_recovered({**{m: {"accuracy": a} for m, a in base[s].items()},
-                                  name: {"accuracy": r["fused_accuracy"]}}, name)
-                  for s, r in by_seed.items() if s in base]
-        print(f"{name}: {statistics.mean(shares):.0%} of the centralized gain (per seed "
-              f"{', '.join(f'{x:.0%}' for x in shares)})")
+def _gain_recovered(rows: dict[str, dict[int, dict]], baseline_scores: dict[int, dict]) -> dict:
+    """Each variant's share of the centralized gain over zero-shot, with a 95% bootstrap CI over seeds x
+    test examples, on the seeds whose --baselines run has both zero-shot and centralized."""
+    seeds = [s for s, b in baseline_scores.items() if {"zero-shot", "centralized"} <= set(b)]
+    if not seeds:
+        return {}
+    return {name: {**gain_ci([np.asarray(by_seed[s]["scores"]) for s in seeds],
+                             [baseline_scores[s]["zero-shot"] for s in seeds],
+                             [baseline_scores[s]["centralized"] for s in seeds]), "seeds": seeds}
+            for name, by_seed in rows.items()}
 
 
 if __name__ == "__main__":
