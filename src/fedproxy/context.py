@@ -83,9 +83,13 @@ class RunContext:
         """Undo whatever a method did to the shared LLM object."""
         load_params(self.llm, self.llm_state)
 
+    def work_path(self, name: str) -> Path:
+        """Where method ``name`` keeps its checkpoints (nothing is created)."""
+        return self.out / "work" / name
+
     def method_dir(self, name: str) -> Path:
         """A method's checkpoint folder; emptied unless resuming, so stale state is never picked up."""
-        path = self.out / "work" / name
+        path = self.work_path(name)
         if path.exists() and not self.resume:
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
             continue
         log.info("%s: running", name)
         torch.manual_seed(cfg.seed)
-        work, clock = out / "work" / name, out / "work" / f"{name}.clock.json"
+        work = ctx.work_path(name)
+        clock = work.with_name(f"{name}.clock.json")
         earlier = checkpoint.earlier_seconds(work, clock, resume)
         results[name] = run_recipe(ctx, METHODS.get(name))
         if earlier:  # a resumed method's cost includes what its earlier invocations kept
