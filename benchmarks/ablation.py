@@ -6,6 +6,8 @@ Usage (the tables in docs/results.md and docs/experiments.md):
     python benchmarks/ablation.py --suite transfer --out runs/ablation
     python benchmarks/ablation.py --suite keep-pooled --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}'   # keep ratios: transfer alone, gain shares from the full run
+    python benchmarks/ablation.py --suite pooled-lr --config converge --out runs/ablation \
+        --baselines 'runs/converge/seed{seed}' --proxy-dir 'runs/converge/seed{seed}/work/fedproxy/proxy'
     python benchmarks/ablation.py --suite privacy --out runs/ablation
     python benchmarks/ablation.py --suite rollback --seeds 0 1 2 3 4 --out runs/ablation
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
@@ -72,6 +74,10 @@ SUITES: dict[str, dict[str, list[str]]] = {
     # level with federated FedProxy, +0.006 [-0.020, +0.032]), so transfer alone is measured.
     "keep-pooled": {f"keep {r}, pooled": [f"compress.keep_ratio={r}", 'methods=["proxy-centralized"]']
                     for r in (0.5, 0.67, 0.8)},
+    # Issue #21: the pooled proxy trains at fed.lr (2e-4) while centralized-kept, the kept blocks
+    # trained in place, uses fed.centralized_lr (5e-5): is the plug-in's shortfall the learning rate?
+    "pooled-lr": {"lr 2e-4 (fed.lr), pooled": ['methods=["proxy-centralized"]'],
+                  "lr 5e-5 (centralized_lr), pooled": ['methods=["proxy-centralized"]', "fed.lr=5e-5"]},
     # Issue #25: does discarding a round that collapses the global proxy, or leaves it clearly
     # below the round before, help? (On the quick run's seed 0 the proxy collapsed in rounds 2-3.)
     "rollback": {"no rollback": [], "rollback": ["fed.rollback=true"]},
@@ -100,6 +106,7 @@ def run_variant(out: Path, overrides: list[str], seed: int, resume: bool, config
     r = report[methods[0]]
     return {"overrides": overrides, "fused_accuracy": headline(r),
             "scores": example_scores(r, clients, required=True).tolist(),
+            "proxy_scores": example_scores(r["proxy_after_fl"], clients, required=True).tolist(),
             "other_methods": {m: headline(report[m]) for m in methods[1:]},
             "proxy_after_fl": headline(r["proxy_after_fl"]),
             "proxy_before_fl": headline(r["proxy_before_fl"]),
@@ -125,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", default=None, metavar="PATTERN",
                    help="a full run per seed whose zero-shot and centralized rows give each variant's share of "
                         "the centralized gain, e.g. 'runs/converge/seed{seed}' (same config and seed)")
+    p.add_argument("--proxy-dir", default=None, metavar="PATTERN",
+                   help="a compressed proxy per seed for the variants that keep compress.*, e.g. "
+                        "'runs/converge/seed{seed}/work/fedproxy/proxy' (the full run's own proxy)")
     args = p.parse_args(argv)
     variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only}
     rows: dict[str, dict[int, dict]] = {n: {} for n in variants}
     for seed in args.seeds:
-        shared_proxy = None  # variants that keep compress.* reuse the first one's proxy (same seed, same data)
+        # variants that keep compress.* reuse one proxy (same seed, same data): --proxy-dir's, or the first one's
+        shared_proxy = Path(args.proxy_dir.format(seed=seed)) if args.proxy_dir else None
         for name, overrides in variants.items():
             out = Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
             compress_default = not any(o.startswith("compress.") for o in overrides)
@@ -147,21 +158,28 @@ def main(argv: list[str] | None = None) -> int:
             for by_seed in rows.values():
                 by_seed[seed]["other_methods"].update({m: headline(base[m]) for m in kept})
     gains = _gain_recovered(rows, baseline_scores)
+    # The IP gap: the fused LLM the owner ships against the trained proxy a client keeps.
+    ip_gaps = {name: paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
+                               [np.asarray(r["proxy_scores"]) for r in by_seed.values()])
+               if all("proxy_scores" in r for r in by_seed.values()) else None for name, by_seed in rows.items()}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows,
-                                                                "gain_recovered": gains}, indent=2))
+                                                                "gain_recovered": gains, "ip_gap": ip_gaps},
+                                                               indent=2))
     first = next(iter(variants))
     print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM score | per seed | vs {first}: mean [95% CI] "
-          "| proxy before FL | proxy after FL | fusion scales |")
-    print("|---|---|---|---|---|---|---|")
+          "| proxy before FL | proxy after FL | fused - proxy alone (IP gap) [95% CI] | fusion scales |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, by_seed in rows.items():
         acc = [r["fused_accuracy"] for r in by_seed.values()]
         d = paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
                       [np.asarray(rows[first][s]["scores"]) for s in by_seed])
+        ip = ip_gaps[name]
         print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | "
               f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
               f"{mean_std([r['proxy_before_fl'] for r in by_seed.values()])} | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
+              + ("-" if ip is None else f"{ip['mean']:+.3f} [{ip['ci95'][0]:+.3f}, {ip['ci95'][1]:+.3f}]") + " | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
     for name, g in gains.items():
         print(f"{name}: {g['mean']:.0%} of the centralized gain (95% CI [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}], "
