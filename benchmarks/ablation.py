@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     # The IP gap: the fused LLM the owner ships against the trained proxy a client keeps.
     ip_gaps = {name: paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
                                [np.asarray(r["proxy_scores"]) for r in by_seed.values()])
-               if all("proxy_scores" in r for r in by_seed.values()) else None for name, by_seed in rows.items()}
+               for name, by_seed in rows.items()}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"{args.suite}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows,
                                                                 "gain_recovered": gains, "ip_gap": ip_gaps},
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
               f"{mean_std([r['proxy_before_fl'] for r in by_seed.values()])} | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
-              + ("-" if ip is None else f"{ip['mean']:+.3f} [{ip['ci95'][0]:+.3f}, {ip['ci95'][1]:+.3f}]") + " | "
+              f"{ip['mean']:+.3f} [{ip['ci95'][0]:+.3f}, {ip['ci95'][1]:+.3f}] | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
     for name, g in gains.items():
         print(f"{name}: {g['mean']:.0%} of the centralized gain (95% CI [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}], "
