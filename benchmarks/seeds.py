@@ -15,7 +15,9 @@ With `--summary-only` nothing runs: the reports already in <out>/seed<N> are sum
 method run on each seed's proxy) to the summary, with their gain over that seed's zero-shot
 and centralized rows.
 Everything after `--` is passed to `fedproxy run`. Each seed writes runs/seeds/seed<N>/report.json
-(resumable with --resume); the summary goes to runs/seeds/summary.json and stdout.
+(resumable with --resume); the summary goes to runs/seeds/summary.json and stdout. The summary
+also holds the learning curves over the seeds (fedproxy.report.learning_curves: each round's mean
+and every seed's series, and every method's score on the curve's test subset); `--figure` plots them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.guard import Acceptance
 from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
-from fedproxy.report import example_scores
+from fedproxy.report import example_scores, learning_curves, plot_curves
 
 
 # Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="", help="the benchmark's name in the summary (default: the report's)")
     p.add_argument("--merge", nargs="*", default=[], metavar="PATTERN",
                    help="run folders whose methods join the summary, with {seed} for the seed, e.g. 'runs/pc_s{seed}'")
+    p.add_argument("--figure", default="", metavar="PNG",
+                   help="also plot the learning curves over the seeds here (e.g. docs/figures/<benchmark>-curves.png)")
     args = p.parse_args(own)
     reports = []
     for seed in args.seeds:
@@ -162,11 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                "command": " ".join(["python benchmarks/seeds.py", *argv]), "seeds": args.seeds,
                "test_examples": sum(c["test"] for c in first["benchmark"]["clients"]),
                "config": {k: first["config"][k] for k in ("model", "data", "fed", "fuse")},
-               **summarize(reports)}
+               **summarize(reports), "curves": learning_curves(reports)}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2))
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(args.results).write_text(json.dumps(summary, indent=2) + "\n")
+    if args.figure:
+        plot_curves(summary["curves"], Path(args.figure), summary["metric"])
     print(format_summary(summary))
     return 0
 

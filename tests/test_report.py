@@ -1,5 +1,7 @@
 """The report states each promise of the method with the number that decides it."""
 
+import pytest
+
 from fedproxy.report import class_recall, goal_checks
 
 
@@ -175,3 +177,34 @@ def test_a_report_of_the_methods_finished_so_far(tiny_cfg, tmp_path, capsys):
     assert "**Partial report**: not finished yet: fedproxy." in (tmp_path / "report.md").read_text()
     code, _, err = run_cli(capsys, "report", "--out", str(tmp_path / "nothing"))
     assert code == 2 and "no run_config.json" in err
+
+
+def _curved(seed, fused_test, per_client_correct, best):
+    """A one-client report whose fedproxy recorded ``fused_test`` after each round (the other series are
+    derived from it) and whose methods' per-example test tables are ``per_client_correct``."""
+    checks = [{"fused_test_score": f, "fused_val_score": f - 0.1, "val_score": f + 0.1, "proxy_test_score": f + 0.05}
+              for f in fused_test]
+    methods = {name: {"accuracy": sum(c) / len(c), "per_client": {"a": {"predictions": c, "gold": [1] * len(c)}}}
+               for name, c in per_client_correct.items()}
+    methods["fedproxy"]["federation"] = {"round_checks": checks, "best_round": best}
+    return {"seed": seed, "config": {"fed": {"curve_test": 2}}, "benchmark": {"clients": [{"name": "a"}]},
+            "methods": methods}
+
+
+def test_learning_curves_average_each_round_over_the_seeds_that_reached_it_and_score_references_on_the_subset(
+        tmp_path):
+    from fedproxy.report import learning_curves, plot_curves
+
+    reports = [_curved(0, [0.4, 0.6, 0.5], {"zero-shot": [1, 0, 0, 0], "fedproxy": [1, 1, 0, 0]}, best=2),
+               _curved(1, [0.2, 0.4], {"zero-shot": [0, 0, 1, 1], "fedproxy": [1, 0, 1, 1]}, best=2)]
+    curves = learning_curves(reports)
+    fed = curves["methods"]["fedproxy"]
+    assert fed["fused_test"]["mean"] == pytest.approx([0.3, 0.5, 0.5]) and fed["fused_test"]["n"] == [2, 2, 1]
+    assert fed["proxy_val"]["per_seed"][1] == pytest.approx([0.3, 0.5]) and fed["best_round"] == [2, 2]
+    # the first 2 test examples only: zero-shot 1/2 and 0/2, not its full-test 1/4 and 2/4
+    assert curves["references"]["zero-shot"] == {"mean": 0.25, "per_seed": [0.5, 0.0]}
+    assert curves["references"]["fedproxy"]["per_seed"] == [1.0, 0.5]
+    assert list(curves["methods"]) == ["fedproxy"] and curves["seeds"] == [0, 1]
+    assert plot_curves(curves, tmp_path / "c.png") and (tmp_path / "c.png").stat().st_size > 0
+    flat = learning_curves([{**reports[0], "methods": {"zero-shot": reports[0]["methods"]["zero-shot"]}}])
+    assert flat["methods"] == {} and not plot_curves(flat, tmp_path / "none.png")

@@ -154,12 +154,61 @@ def _round_check_lines(methods: dict) -> list[str]:
     return ["", "Flagged federated rounds:", "", *lines] if lines else []
 
 
-def _plot_curves(methods: dict, path: Path, metric: str = "accuracy") -> bool:
-    """Validation and test scores after every round (``fed.curve``); False when no method has one."""
-    runs = {n: r["federation"]["round_checks"] for n, r in methods.items()
-            if r.get("federation", {}).get("round_checks")
-            and "fused_test_score" in r["federation"]["round_checks"][0]}
-    if not runs:
+# The learning curve's series (``fed.curve``): round-check key -> name in curves.
+_CURVE_KEYS = {"fused_val_score": "fused_val", "fused_test_score": "fused_test",
+               "val_score": "proxy_val", "proxy_test_score": "proxy_test"}
+
+
+def curve_subset_score(result: dict, clients: list[str], per_client: int) -> float | None:
+    """``result``'s mean test score on the first ``per_client`` examples of each client's test split:
+    the examples the learning curve scores, so a finished method can be drawn on the curve's own
+    examples rather than beside it. None without per-example tables."""
+    try:
+        xs = [x for c in clients for x in per_example(result["per_client"][c])[:per_client]]
+    except (KeyError, ValueError):
+        return None
+    return float(np.mean(xs)) if xs else None
+
+
+def learning_curves(reports: list[dict]) -> dict:
+    """The learning curves of one or more seeds' reports (the same benchmark and ``fed.curve_test``).
+
+    ``methods``: every method that recorded a curve, with each series per seed (``per_seed``; a seed
+    stops at its own last round), its mean over the seeds that reached each round (``mean``, ``n``),
+    and each seed's best round. ``references``: every method's final model scored on the curve's
+    test subset, per seed and mean, so that zero-shot and centralized sit on the same examples."""
+    first = reports[0]
+    clients = [c["name"] for c in first["benchmark"]["clients"]]
+    per_client = first["config"].get("fed", {}).get("curve_test")
+    methods = {}
+    for name in first["methods"]:
+        checks = [r["methods"].get(name, {}).get("federation", {}).get("round_checks") or [] for r in reports]
+        if not all(checks) or not all("fused_test_score" in c[0] for c in checks):
+            continue
+        entry = {"best_round": [r["methods"][name]["federation"].get("best_round", len(c))
+                                for r, c in zip(reports, checks)]}
+        for key, series in _CURVE_KEYS.items():
+            per_seed = [[c.get(key) for c in seed_checks] for seed_checks in checks]
+            rounds = max(map(len, per_seed))
+            at = [[s[i] for s in per_seed if i < len(s) and s[i] is not None] for i in range(rounds)]
+            entry[series] = {"mean": [float(np.mean(v)) if v else None for v in at], "n": [len(v) for v in at],
+                             "per_seed": per_seed}
+        methods[name] = entry
+    references = {}
+    for name in first["methods"] if methods else ():
+        scores = [curve_subset_score(r["methods"][name], clients, per_client) if name in r["methods"] else None
+                  for r in reports]
+        if all(s is not None for s in scores):
+            references[name] = {"mean": float(np.mean(scores)), "per_seed": scores}
+    return {"test_per_client": per_client, "seeds": [r.get("seed") for r in reports],
+            "methods": methods, "references": references}
+
+
+def plot_curves(curves: dict, path: Path, metric: str = "accuracy") -> bool:
+    """Validation and test-subset scores after every round, the mean over seeds in bold and each seed
+    thin, with every finished method's test-subset score as a reference line; False when no method
+    recorded a curve."""
+    if not curves["methods"]:
         return False
     import matplotlib
 
@@ -167,20 +216,27 @@ def _plot_curves(methods: dict, path: Path, metric: str = "accuracy") -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    several = len(curves["seeds"]) > 1
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, split in zip(axes, ("val", "test")):
-        for i, (name, checks) in enumerate(runs.items()):
-            x = list(range(1, len(checks) + 1))
-            color = f"C{i}"
-            ax.plot(x, [c[f"fused_{split}_score"] for c in checks], "-o", ms=3, color=color,
-                    label=f"{name}: fused LLM")
-            proxy_key = "val_score" if split == "val" else "proxy_test_score"
-            ax.plot(x, [c[proxy_key] for c in checks], "--", color=color, label=f"{name}: proxy alone")
-        for ref in ("zero-shot", "centralized"):
-            if split == "test" and ref in methods:
-                ax.axhline(headline(methods[ref]), color="grey", ls=":", lw=1)
-                ax.text(1, headline(methods[ref]), ref, fontsize=7, color="grey", va="bottom")
-        ax.set_title(f"{metric} after each round: " + ("validation" if split == "val" else "test (curve subset)"))
+        for i, (name, c) in enumerate(curves["methods"].items()):
+            for who, style in (("fused", "-o"), ("proxy", "--")):
+                series = c[f"{who}_{split}"]
+                label = f"{name}: {'fused LLM' if who == 'fused' else 'proxy alone'}"
+                if several:
+                    for s in series["per_seed"]:
+                        ax.plot(range(1, len(s) + 1), s, style.replace("o", ""), color=f"C{i}", lw=0.6, alpha=0.35)
+                    label += f" (mean of {len(curves['seeds'])} seeds)"
+                ax.plot(range(1, len(series["mean"]) + 1), series["mean"], style, ms=3, color=f"C{i}", label=label)
+        if split == "test":
+            for name, ref in curves["references"].items():
+                if name in curves["methods"]:
+                    continue  # drawn as a curve
+                ax.axhline(ref["mean"], color="grey", ls=":", lw=1)
+                ax.text(1, ref["mean"], name, fontsize=7, color="grey", va="bottom")
+        where = ("validation" if split == "val"
+                 else f"test, first {curves['test_per_client']} per client")
+        ax.set_title(f"{metric} after each round: {where}", fontsize=9)
         ax.set_xlabel("round")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(metric)
@@ -238,7 +294,7 @@ def write_report(report: dict, out: Path) -> Path:
         lines += ["", "| method | promise | measured | holds |", "|---|---|---|---|"]
         lines += [f"| {c['method']} | {c['check']} | {c['measured']} | {_verdict(c['holds'])} |"
                   for c in report["checks"]]
-    curve = _plot_curves(methods, out / "report_curve.png", metric)
+    curve = plot_curves(learning_curves([report]), out / "report_curve.png", metric)
     lines += ["", f"![{metric}](report.png)", *(["", "![learning curve](report_curve.png)"] if curve else []), "",
               "Accuracy: 4-way, argmax of the label continuation scores on each client's test split. "
               "'gain recovered' = (method - zero-shot) / (centralized - zero-shot). "
