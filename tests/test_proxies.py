@@ -6,7 +6,7 @@ import torch
 
 from fedproxy.config import CompressConfig
 from fedproxy.modeling import snapshot
-from fedproxy.proxies import make_proxy, proxy_key
+from fedproxy.proxies import make_proxy, proxy_key, proxy_test_eval
 
 
 def test_methods_that_compress_alike_share_one_proxy(tiny_ctx, tmp_path):
@@ -19,6 +19,21 @@ def test_methods_that_compress_alike_share_one_proxy(tiny_ctx, tmp_path):
     assert all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
     _, _, other = make_proxy(tiny_ctx, dataclasses.replace(comp, distill_steps=comp.distill_steps + 1), tmp_path / "c")
     assert "shared_from" not in other  # a different compression is made afresh
+
+
+def test_methods_that_share_a_proxy_score_it_once(tiny_ctx, tmp_path, monkeypatch):
+    comp = tiny_ctx.cfg.compress
+    proxy, _, _ = make_proxy(tiny_ctx, comp, tmp_path / "a")
+    calls = []
+    evaluate = tiny_ctx.evaluate
+    monkeypatch.setattr(tiny_ctx, "evaluate", lambda model, *a, **k: calls.append(1) or evaluate(model, *a, **k))
+    first = proxy_test_eval(tiny_ctx, proxy, comp)
+    again, _, _ = make_proxy(tiny_ctx, dataclasses.replace(comp), tmp_path / "b")  # a later method, same proxy
+    assert proxy_test_eval(tiny_ctx, again, comp) == first and len(calls) == 1
+    assert first["per_client"] and "accuracy" in first
+    other = dataclasses.replace(comp, distill_steps=comp.distill_steps + 1)
+    proxy_test_eval(tiny_ctx, make_proxy(tiny_ctx, other, tmp_path / "c")[0], other)
+    assert len(calls) == 2  # another compression is another proxy: scored afresh
 
 
 def test_a_setting_added_later_at_its_default_keeps_the_key():

@@ -26,7 +26,7 @@ from .fuse import save_fused
 from .fuse.align import align_delta, input_grams
 from .modeling import blocks, load_params, snapshot
 from .pooled import kept_block_names, pooled_finetune
-from .proxies import choose_plugin, make_proxy, round_monitor
+from .proxies import choose_plugin, make_proxy, proxy_test_eval, round_monitor
 from .registry import Registry
 
 # What the clients get: nothing (the LLM as shipped), FedProxy's compressed proxy, an
@@ -134,13 +134,17 @@ def _fusion(ctx: RunContext, recipe: Recipe) -> dict:
     return {"variants": ["source"], "scales": [1.0], "align_ridge": None, "keep_llm": False}
 
 
+def _compression(ctx: RunContext, recipe: Recipe):
+    """How a proxy-like client model is compressed: FedProxy's settings, or an undistilled uniform drop."""
+    c = ctx.cfg.compress
+    return c if recipe.clients_get == "proxy" else dataclasses.replace(c, method="uniform", distill_steps=0)
+
+
 def _client_model(ctx: RunContext, recipe: Recipe, work):
     """The model the clients get, its map onto the LLM, a summary, and the blocks that train (None: all)."""
     c, n = ctx.cfg, len(blocks(ctx.llm))
     if recipe.clients_get in ("proxy", "layer-drop"):
-        comp = c.compress if recipe.clients_get == "proxy" else dataclasses.replace(
-            c.compress, method="uniform", distill_steps=0)
-        return (*make_proxy(ctx, comp, work), None)
+        return (*make_proxy(ctx, _compression(ctx, recipe), work), None)
     if recipe.clients_get == "llm":  # the "proxy" is the LLM itself (identity map): fusion applies the delta
         keep, only = list(range(n)), None
     else:  # Offsite-Tuning's emulator: adapter blocks at both ends around a uniform drop of the middle
@@ -163,7 +167,8 @@ def _through_clients(ctx: RunContext, recipe: Recipe) -> dict:
     class_tokens(ctx.encoder, fed_cfg)  # a config this benchmark cannot train fails before compression
     work = ctx.method_dir(recipe.name)
     proxy, pmap, comp_info, blocks_only = _client_model(ctx, recipe, work)
-    proxy_before = ctx.evaluate(proxy)
+    proxy_before = (proxy_test_eval(ctx, proxy, _compression(ctx, recipe))
+                    if recipe.clients_get in ("proxy", "layer-drop") else ctx.evaluate(proxy))
     keep_files = recipe.save and blocks_only is None
     if keep_files:  # the base proxy, so `fedproxy fuse --proxy proxy --tuned proxy_tuned` can redo stage 3
         save_proxy(proxy, pmap, work / "proxy", ctx.tokenizer)

@@ -34,7 +34,7 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
         pmap.check_llm(ctx.llm)
         return proxy.to(ctx.device), pmap, {"method": "loaded", "proxy_dir": compress_cfg.proxy_dir, "keep": pmap.keep}
     # Methods of one run that compress alike (fedproxy, proxy-centralized) share one proxy.
-    shared = ctx.out / "work" / "compressed" / proxy_key(compress_cfg, ctx.cfg.seed, ctx.bf16)
+    shared = _shared_dir(ctx, compress_cfg)
     if (shared / "compress_info.json").is_file():
         proxy, pmap = load_proxy(shared)
         info = json.loads((shared / "compress_info.json").read_text())
@@ -44,6 +44,29 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
     save_proxy(comp.proxy, comp.pmap, shared, ctx.tokenizer)
     (shared / "compress_info.json").write_text(json.dumps(comp.info))  # written last: marks the copy complete
     return comp.proxy, comp.pmap, comp.info
+
+
+def _shared_dir(ctx: RunContext, compress_cfg) -> Path:
+    return ctx.out / "work" / "compressed" / proxy_key(compress_cfg, ctx.cfg.seed, ctx.bf16)
+
+
+def proxy_test_eval(ctx: RunContext, proxy, compress_cfg) -> dict:
+    """``proxy`` as :func:`make_proxy` made it, on every test split; computed once per run.
+
+    The methods that share a proxy share its score before training too, kept beside the proxy
+    (``test_eval.json``), so a method resumed in a later invocation does not score it again
+    (1,000 greedy answers take minutes on a generation benchmark). A ``compress.proxy_dir``
+    proxy may come from another run's data, so it is scored each time."""
+    if compress_cfg.proxy_dir:
+        return ctx.evaluate(proxy)
+    path = _shared_dir(ctx, compress_cfg) / "test_eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    ev = ctx.evaluate(proxy)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(ev))
+    tmp.replace(path)  # complete or absent, never half written
+    return ev
 
 
 def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg, fused_is_proxy: bool = False):
