@@ -206,8 +206,8 @@ def learning_curves(reports: list[dict]) -> dict:
 
 def plot_curves(curves: dict, path: Path, metric: str = "accuracy") -> bool:
     """Validation and test-subset scores after every round, the mean over seeds in bold and each seed
-    thin, with every finished method's test-subset score as a reference line; False when no method
-    recorded a curve."""
+    thin; on the test subset, each curve's shipped model as a star at its best round and every other
+    finished method as a reference line. False when no method recorded a curve."""
     if not curves["methods"]:
         return False
     import matplotlib
@@ -216,7 +216,7 @@ def plot_curves(curves: dict, path: Path, metric: str = "accuracy") -> bool:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    several = len(curves["seeds"]) > 1
+    several, shipped = len(curves["seeds"]) > 1, []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, split in zip(axes, ("val", "test")):
         for i, (name, c) in enumerate(curves["methods"].items()):
@@ -229,6 +229,10 @@ def plot_curves(curves: dict, path: Path, metric: str = "accuracy") -> bool:
                     label += f" (mean of {len(curves['seeds'])} seeds)"
                 ax.plot(range(1, len(series["mean"]) + 1), series["mean"], style, ms=3, color=f"C{i}", label=label)
         if split == "test":
+            for i, (name, c) in enumerate(curves["methods"].items()):
+                if name in curves["references"]:  # what shipped (any scale, or the unchanged LLM), at its best round
+                    shipped += ax.plot([float(np.mean(c["best_round"]))], [curves["references"][name]["mean"]],
+                                       "*", ms=10, color=f"C{i}", label=f"{name}: shipped, at its best round")
             for name, ref in curves["references"].items():
                 if name in curves["methods"]:
                     continue  # drawn as a curve
@@ -241,6 +245,8 @@ def plot_curves(curves: dict, path: Path, metric: str = "accuracy") -> bool:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel(metric)
     axes[0].legend(fontsize=7)
+    if shipped:
+        axes[1].legend(handles=shipped, fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
