@@ -1,7 +1,9 @@
-"""The proxy a run's methods share (fedproxy.proxies.make_proxy): compressed once, reused by key."""
+"""What a run's methods share: the proxy (fedproxy.proxies.make_proxy), compressed once and reused by key,
+its score before training, and the unchanged LLM's scores (RunContext.llm_eval)."""
 
 import dataclasses
 
+import pytest
 import torch
 
 from fedproxy.config import CompressConfig
@@ -34,6 +36,28 @@ def test_methods_that_share_a_proxy_score_it_once(tiny_ctx, tmp_path, monkeypatc
     other = dataclasses.replace(comp, distill_steps=comp.distill_steps + 1)
     proxy_test_eval(tiny_ctx, make_proxy(tiny_ctx, other, tmp_path / "c")[0], other)
     assert len(calls) == 2  # another compression is another proxy: scored afresh
+
+
+def test_a_resumed_run_reuses_the_unchanged_llms_scores_and_a_changed_one_does_not(tiny_cfg, tmp_path):
+    from fedproxy.context import build_context
+
+    first = build_context(tiny_cfg, tmp_path, progress=False, resume=True).llm_eval("val")
+
+    def no_eval(*a, **k):
+        raise AssertionError("the LLM was scored again")
+
+    again = build_context(tiny_cfg, tmp_path, progress=False, resume=True)
+    again.val_eval = no_eval
+    assert again.llm_eval("val") == first
+    fresh = build_context(tiny_cfg, tmp_path, progress=False)  # not resumed: scored afresh
+    calls = []
+    val_eval = fresh.val_eval
+    fresh.val_eval = lambda model, *a, **k: calls.append(1) or val_eval(model, *a, **k)
+    assert fresh.llm_eval("val") == first and calls == [1]
+    other = build_context(dataclasses.replace(tiny_cfg, seed=tiny_cfg.seed + 1), tmp_path, progress=False, resume=True)
+    other.val_eval = no_eval
+    with pytest.raises(AssertionError, match="scored again"):
+        other.llm_eval("val")  # another seed is other data: its own scores
 
 
 def test_a_setting_added_later_at_its_default_keeps_the_key():

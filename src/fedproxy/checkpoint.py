@@ -23,6 +23,14 @@ def save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def save_json(obj: Any, path: Path) -> None:
+    """``obj`` as JSON at ``path``, complete or absent (a temp file renamed over it), never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
 def load(path: Path) -> Any | None:
     """The checkpoint at ``path`` (or None). A corrupt file is reported, never silently used."""
     if not path.exists():

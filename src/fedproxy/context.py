@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint
 from .config import RunConfig
 from .data import Benchmark, load_benchmark
 from .data.encode import Encoder, batches
@@ -54,11 +57,20 @@ class RunContext:
         """The unchanged LLM on ``split`` ('test': every client's test split, 'val'), computed once per run.
 
         Zero-shot, every plug-in decision's baseline and every method that ships the LLM as it is
-        share it, so the LLM is never evaluated twice on the same examples.
+        share it, so the LLM is never evaluated twice on the same examples. It is kept in
+        ``work/llm_eval/``, named by what decides it (model, data and seed), and a resumed run
+        reuses it rather than scoring the LLM again in each invocation.
         """
         if split not in self._llm_evals:
-            self.restore_llm()
-            self._llm_evals[split] = self.evaluate(self.llm) if split == "test" else self.val_eval(self.llm)
+            c = self.cfg.to_dict()
+            key = hashlib.sha256(json.dumps([c["model"], c["data"], c["seed"]], sort_keys=True).encode()).hexdigest()
+            path = self.out / "work" / "llm_eval" / f"{split}-{key[:12]}.json"
+            if self.resume and path.is_file():
+                self._llm_evals[split] = json.loads(path.read_text())
+            else:
+                self.restore_llm()
+                self._llm_evals[split] = self.evaluate(self.llm) if split == "test" else self.val_eval(self.llm)
+                checkpoint.save_json(self._llm_evals[split], path)
         return self._llm_evals[split]
 
     def val_eval(self, model: torch.nn.Module, loss: bool = True) -> dict:

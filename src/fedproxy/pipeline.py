@@ -31,8 +31,9 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
     _record_config(cfg, out / "run_config.json", resume)
     t0 = time.perf_counter()
     ctx = build_context(cfg, out, resume=resume, progress=progress, cache=cache)
-    if not resume:  # proxies shared between this run's methods are made afresh (fedproxy.proxies.make_proxy)
-        shutil.rmtree(out / "work" / "compressed", ignore_errors=True)
+    if not resume:  # what this run's methods share is made afresh (proxies.make_proxy, RunContext.llm_eval)
+        for shared in ("compressed", "llm_eval"):
+            shutil.rmtree(out / "work" / shared, ignore_errors=True)
     results_dir = out / "results"
     results_dir.mkdir(exist_ok=True)
     results = {}

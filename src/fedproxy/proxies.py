@@ -11,6 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from . import checkpoint
 from .compress import ProxyMap, compress, load_proxy, save_proxy
 from .context import RunContext
 from .eval import headline
@@ -63,9 +64,7 @@ def proxy_test_eval(ctx: RunContext, proxy, compress_cfg) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     ev = ctx.evaluate(proxy)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ev))
-    tmp.replace(path)  # complete or absent, never half written
+    checkpoint.save_json(ev, path)
     return ev
 
 
