@@ -8,6 +8,8 @@ Usage (the tables in docs/results.md and docs/experiments.md):
         --baselines 'runs/converge/seed{seed}'   # keep ratios: transfer alone, gain shares from the full run
     python benchmarks/ablation.py --suite pooled-lr --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}' --proxy-dir 'runs/converge/seed{seed}/work/fedproxy/proxy'
+    python benchmarks/ablation.py --suite transfer-pooled --config converge --out runs/ablation \
+        --baselines 'runs/converge/seed{seed}' --proxy-dir 'runs/converge/seed{seed}/work/fedproxy/proxy'
     python benchmarks/ablation.py --suite privacy --out runs/ablation
     python benchmarks/ablation.py --suite rollback --seeds 0 1 2 3 4 --out runs/ablation
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
@@ -78,6 +80,13 @@ SUITES: dict[str, dict[str, list[str]]] = {
     # trained in place, uses fed.centralized_lr (5e-5): is the plug-in's shortfall the learning rate?
     "pooled-lr": {"lr 2e-4 (fed.lr), pooled": ['methods=["proxy-centralized"]'],
                   "lr 5e-5 (centralized_lr), pooled": ['methods=["proxy-centralized"]', "fed.lr=5e-5"]},
+    # Issue #21, transfer levers with the proxy trained on pooled data (no federation): the paper's LoRA
+    # clients (r = 32, alpha = 64), whose low-rank delta may carry over to the LLM differently, and
+    # no distillation, so the delta is taken from the LLM's own block weights, exactly where it is
+    # plugged in. Run with --proxy-dir to share the full run's proxy with the first two.
+    "transfer-pooled": {"pooled": ['methods=["proxy-centralized"]'],
+                        "pooled, LoRA r=32": ['methods=["proxy-centralized"]', "fed.lora_r=32"],
+                        "pooled, no distillation": ['methods=["proxy-centralized"]', "compress.distill_steps=0"]},
     # Issue #25: does discarding a round that collapses the global proxy, or leaves it clearly
     # below the round before, help? (On the quick run's seed 0 the proxy collapsed in rounds 2-3.)
     "rollback": {"no rollback": [], "rollback": ["fed.rollback=true"]},
