@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             compress_default = not any(o.startswith("compress.") for o in overrides)
             extra = [f"compress.proxy_dir={shared_proxy}"] if compress_default and shared_proxy else []
             rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume, args.config)
-            if compress_default and shared_proxy is None:
-                shared_proxy = out / "work" / "fedproxy" / "proxy"
+            if compress_default and shared_proxy is None:  # the proxy every method of that run shared
+                shared_proxy = next((out / "work" / "compressed").iterdir())
     baseline_scores = {}  # seed -> method -> per-example test scores of the --baselines run
     if args.baselines:
         for seed in args.seeds:
