@@ -33,6 +33,7 @@ from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.guard import Acceptance
 from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
+from fedproxy.fuse import tie_break
 from fedproxy.report import example_scores, learning_curves, plot_curves
 
 
@@ -102,8 +103,24 @@ def summarize(reports: list[dict]) -> dict:
                                     "collapsed_shipped": [reports[i]["seed"] for i in collapsed]}
             harm["seeds_below_zero_shot"] += len(below)
             harm["collapsed_shipped"] += len(collapsed)
+    # What the do-no-harm rule costs: the seeds where the best validation score alone (no paired
+    # test, no collapse guard) would have shipped another candidate. Where it picks the same one,
+    # the rule cost that seed nothing.
+    harm["rule_changed_choice"] = {
+        n: [{"seed": r["seed"], "shipped": _plugin_name(f), "best_validation": _plugin_name(best)}
+            for r in reports if (f := r["methods"][n].get("fusion", {})).get("trials")
+            and _plugin_name(best := max(f["trials"], key=lambda t: (t["val_accuracy"], *tie_break(t))))
+            != _plugin_name(f)]
+        for n in SELECTING if n in names}
     out["harm"] = harm
     return out
+
+
+def _plugin_name(trial: dict) -> str:
+    """'unchanged LLM', or e.g. 'x2 source' / 'x1 source aligned'."""
+    if trial["scale"] == 0:
+        return "unchanged LLM"
+    return f"x{trial['scale']:g} {trial['variant']}" + (" aligned" if trial.get("aligned") else "")
 
 
 def merge(report: dict, other: dict) -> dict:
@@ -195,6 +212,9 @@ def format_summary(summary: dict) -> str:
     h = summary["harm"]
     lines += ["", f"harm: {h['seeds_below_zero_shot']} shipped models below zero-shot by more than one standard "
                   f"error, {h['collapsed_shipped']} collapsed ({json.dumps(h['by_method'])})"]
+    changed = {n: c for n, c in h.get("rule_changed_choice", {}).items() if c}
+    lines += ["", "the do-no-harm rule shipped what the best validation score alone would have shipped"
+              + (f", except: {json.dumps(changed)}" if changed else ", on every seed")]
     return "\n".join(lines)
 
 

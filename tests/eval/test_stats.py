@@ -77,6 +77,25 @@ def test_seed_summary_counts_harm_and_pairs_methods():
     assert g["method"] == "fedproxy" and g["mean"] == pytest.approx((0.65 - 0.7) / (1.0 - 0.7))
 
 
+def test_seed_summary_names_the_seeds_where_the_do_no_harm_rule_shipped_another_candidate():
+    gold = [0, 1, 2, 3] * 25
+
+    def trial(scale, val):
+        return {"variant": "source", "scale": scale, "aligned": False, "val_accuracy": val}
+
+    def report(seed, shipped, trials):
+        fusion = {"variant": "source", "scale": shipped, "aligned": False, "trials": trials}
+        return {"seed": seed, "config": {"fed": {"aggregator": "ties"}},
+                "benchmark": {"clients": [{"name": "a", "test": 50}, {"name": "b", "test": 50}]},
+                "methods": {"zero-shot": _method([0] * 100, gold), "centralized": _method(gold, gold),
+                            "fedproxy": _method(gold, gold, fusion=fusion)}}
+
+    reports = [report(0, 1.0, [trial(0, 0.4), trial(1, 0.6), trial(2, 0.6)]),  # a tie goes to the plainer: same
+               report(1, 0.0, [trial(0, 0.4), trial(1, 0.5), trial(2, 0.45)])]  # x1 best, but not accepted
+    changed = _seeds_module().summarize(reports)["harm"]["rule_changed_choice"]
+    assert changed == {"fedproxy": [{"seed": 1, "shipped": "unchanged LLM", "best_validation": "x1 source"}]}
+
+
 def test_seed_summary_of_a_report_without_per_example_tables_says_so():
     from fedproxy.errors import FedProxyError
 
