@@ -106,3 +106,22 @@ def test_seed_summary_of_a_report_without_per_example_tables_says_so():
               "methods": {"zero-shot": _method(gold, gold), "centralized": _method(gold, gold), "fedproxy": bare}}
     with pytest.raises(FedProxyError, match="no per-example test tables"):
         _seeds_module().summarize([report])
+
+
+def test_the_readme_results_table_reads_every_figure_from_the_summaries():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_table.py"
+    spec = importlib.util.spec_from_file_location("results_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ci = {"mean": 0.1, "ci95": [0.05, 0.15]}
+    summary = {"benchmark": "b", "metric": "accuracy", "seeds": [0, 1, 2],
+               "methods": {"zero-shot": {"score": {"mean": 0.4, "std": 0.01, "per_seed": []}},
+                           "fedproxy": {"score": {"mean": 0.6, "std": 0.02, "per_seed": []}, "proxy_alone": 0.55}},
+               "gain_recovered_by_method": {"fedproxy": {"mean": 0.7, "ci95": [0.6, 0.8]}},
+               "paired": {"fedproxy - proxy-alone": ci}, "harm": {"seeds_below_zero_shot": 0, "collapsed_shipped": 1}}
+    text = mod.table([summary])
+    assert "| FedProxy, the fused LLM as shipped | 0.600 ± 0.020 | 70% [60, 80] |" in text
+    assert "| FedProxy, the proxy alone (what a client holds) | 0.550 | - |" in text
+    assert "| centralized: the whole LLM on pooled data (no privacy, no IP protection) | - | - |" in text
+    assert "| FedProxy minus the proxy alone (the IP gap) | +0.100 [+0.050, +0.150] |" in text
+    assert text.endswith("| 0 / 1 |")
