@@ -57,6 +57,10 @@ def table(summaries: list[dict]) -> str:
     for key, label in PROMISES.items():
         lines.append(f"| {label} | " + " | ".join(_ci(s["paired"][key]) if key in s["paired"] else "-"
                                                     for s in summaries) + " |")
+    for key, label in (("client_gain", "FedProxy's proxy: its own gain, as a share of the centralized gain"),
+                       ("carried_over", "the share of the proxy's own gain the fused LLM carries")):
+        lines.append(f"| {label} | " + " | ".join(
+            _ci(t[key], pct=True) if (t := s.get("transfer", {}).get("fedproxy")) else "-" for s in summaries) + " |")
     lines.append("| shipped models below zero-shot by > 1 s.e. / collapsed (do no harm) | " + " | ".join(
         f"{s['harm']['seeds_below_zero_shot']} / {s['harm']['collapsed_shipped']}" for s in summaries) + " |")
     return "\n".join(lines)

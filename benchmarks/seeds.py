@@ -91,6 +91,7 @@ def summarize(reports: list[dict]) -> dict:
         out["gain_recovered_by_method"] = {
             n: gain_ci(scores[n], scores["zero-shot"], scores["centralized"])
             for n in names if n not in ("zero-shot", "centralized")}
+        out["transfer"] = _transfer(reports, clients, scores)
     harm = {"seeds_below_zero_shot": 0, "collapsed_shipped": 0, "by_method": {}}
     if "zero-shot" in scores:
         guard = Acceptance()
@@ -113,6 +114,25 @@ def summarize(reports: list[dict]) -> dict:
             != _plugin_name(f)]
         for n in SELECTING if n in names}
     out["harm"] = harm
+    return out
+
+
+def _transfer(reports: list[dict], clients: list[str], scores: dict) -> dict:
+    """Where a plugged-in method's share of the centralized gain goes, per method whose client model
+    was scored before and after training: ``client_gain`` is the client model's own gain (after minus
+    before) as a share of the centralized gain, ``carried_over`` the fused LLM's gain over zero-shot
+    as a share of that own gain; their product is the method's gain share. Both with 95% bootstrap
+    CIs over seeds x test examples."""
+    z, c = scores["zero-shot"], scores["centralized"]
+    out = {}
+    for n in ("fedproxy", "proxy-centralized", "offsite-tuning"):
+        rows = [r["methods"].get(n, {}) for r in reports]
+        if n not in scores or not all("proxy_before_fl" in row and "proxy_after_fl" in row for row in rows):
+            continue
+        own = [example_scores(row["proxy_after_fl"], clients, required=True)
+               - example_scores(row["proxy_before_fl"], clients, required=True) for row in rows]
+        out[n] = {"client_gain": gain_ci([zi + g for zi, g in zip(z, own)], z, c),
+                  "carried_over": gain_ci(scores[n], z, [zi + g for zi, g in zip(z, own)])}
     return out
 
 
@@ -209,6 +229,12 @@ def format_summary(summary: dict) -> str:
     lines += ["", "| paired difference | mean | 95% CI |", "|---|---|---|"]
     lines += [f"| {k} | {v['mean']:+.3f} | [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}] |"
               for k, v in summary["paired"].items()]
+    for n, t in summary.get("transfer", {}).items():
+        own, carried = t["client_gain"], t["carried_over"]
+        lines.append(f"| {n}: the client model's own gain / share of it the fused LLM carries | "
+                     f"{100 * own['mean']:.0f}% / {100 * carried['mean']:.0f}% | "
+                     f"[{100 * own['ci95'][0]:.0f}, {100 * own['ci95'][1]:.0f}] / "
+                     f"[{100 * carried['ci95'][0]:.0f}, {100 * carried['ci95'][1]:.0f}] |")
     h = summary["harm"]
     lines += ["", f"harm: {h['seeds_below_zero_shot']} shipped models below zero-shot by more than one standard "
                   f"error, {h['collapsed_shipped']} collapsed ({json.dumps(h['by_method'])})"]

@@ -125,3 +125,18 @@ def test_the_readme_results_table_reads_every_figure_from_the_summaries():
     assert "| centralized: the whole LLM on pooled data (no privacy, no IP protection) | - | - |" in text
     assert "| FedProxy minus the proxy alone (the IP gap) | +0.100 [+0.050, +0.150] |" in text
     assert text.endswith("| 0 / 1 |")
+
+
+def test_seed_summary_splits_the_gain_share_into_the_client_models_own_gain_and_what_the_plug_in_carries():
+    gold = [0, 1, 2, 3] * 25
+    right = lambda k: list(gold[:k]) + [(g + 1) % 4 for g in gold[k:]]  # noqa: E731 - the first k right
+    report = {"seed": 0, "config": {"fed": {"aggregator": "ties"}},
+              "benchmark": {"clients": [{"name": "a", "test": 50}, {"name": "b", "test": 50}]},
+              "methods": {"zero-shot": _method(right(40), gold), "centralized": _method(right(80), gold),
+                          "fedproxy": _method(right(60), gold, proxy_before_fl=_method(right(30), gold),
+                                              proxy_after_fl=_method(right(55), gold))}}
+    t = _seeds_module().summarize([report])["transfer"]["fedproxy"]
+    assert t["client_gain"]["mean"] == pytest.approx(25 / 40)  # the proxy gained 25 points of the LLM's 40
+    assert t["carried_over"]["mean"] == pytest.approx(20 / 25)  # the fused LLM gained 20 of the proxy's 25
+    lo, hi = t["carried_over"]["ci95"]
+    assert lo < 0.8 < hi
