@@ -233,11 +233,12 @@ def plot_curves(curves: dict, path: Path, metric: str = "accuracy") -> bool:
                 if name in curves["references"]:  # what shipped (any scale, or the unchanged LLM), at its best round
                     shipped += ax.plot([float(np.mean(c["best_round"]))], [curves["references"][name]["mean"]],
                                        "*", ms=10, color=f"C{i}", label=f"{name}: shipped, at its best round")
-            for name, ref in curves["references"].items():
-                if name in curves["methods"]:
-                    continue  # drawn as a curve
-                ax.axhline(ref["mean"], color="grey", ls=":", lw=1)
-                ax.text(1, ref["mean"], name, fontsize=7, color="grey", va="bottom")
+            refs = sorted((r["mean"], n) for n, r in curves["references"].items() if n not in curves["methods"])
+            span = ax.get_xlim()[1] - 1
+            for k, (y, name) in enumerate(refs):
+                ax.axhline(y, color="grey", ls=":", lw=1)
+                close = k > 0 and y - refs[k - 1][0] < 0.02  # labels of close lines side by side, not on top
+                ax.text(1 + (span / 2 if close else 0), y, name, fontsize=7, color="grey", va="bottom")
         where = ("validation" if split == "val"
                  else f"test, first {curves['test_per_client']} per client")
         ax.set_title(f"{metric} after each round: {where}", fontsize=9)
