@@ -107,12 +107,7 @@ def summarize(reports: list[dict]) -> dict:
     # What the do-no-harm rule costs: the seeds where the best validation score alone (no paired
     # test, no collapse guard) would have shipped another candidate. Where it picks the same one,
     # the rule cost that seed nothing.
-    harm["rule_changed_choice"] = {
-        n: [{"seed": r["seed"], "shipped": _plugin_name(f), "best_validation": _plugin_name(best)}
-            for r in reports if (f := r["methods"][n].get("fusion", {})).get("trials")
-            and _plugin_name(best := max(f["trials"], key=lambda t: (t["val_accuracy"], *tie_break(t))))
-            != _plugin_name(f)]
-        for n in SELECTING if n in names}
+    harm["rule_changed_choice"] = {n: _rule_changed(reports, n) for n in SELECTING if n in names}
     out["harm"] = harm
     return out
 
@@ -134,6 +129,19 @@ def _transfer(reports: list[dict], clients: list[str], scores: dict) -> dict:
         out[n] = {"client_gain": gain_ci([zi + g for zi, g in zip(z, own)], z, c),
                   "carried_over": gain_ci(scores[n], z, [zi + g for zi, g in zip(z, own)])}
     return out
+
+
+def _rule_changed(reports: list[dict], name: str) -> list[dict]:
+    """The seeds where ``name`` shipped another candidate than the best validation score alone picks."""
+    changed = []
+    for r in reports:
+        fusion = r["methods"][name].get("fusion", {})
+        if not fusion.get("trials"):
+            continue
+        best = max(fusion["trials"], key=lambda t: (t["val_accuracy"], *tie_break(t)))
+        if _plugin_name(best) != _plugin_name(fusion):
+            changed.append({"seed": r["seed"], "shipped": _plugin_name(fusion), "best_validation": _plugin_name(best)})
+    return changed
 
 
 def _plugin_name(trial: dict) -> str:
