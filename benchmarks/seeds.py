@@ -124,10 +124,10 @@ def _transfer(reports: list[dict], clients: list[str], scores: dict) -> dict:
         rows = [r["methods"].get(n, {}) for r in reports]
         if n not in scores or not all("proxy_before_fl" in row and "proxy_after_fl" in row for row in rows):
             continue
-        own = [example_scores(row["proxy_after_fl"], clients, required=True)
-               - example_scores(row["proxy_before_fl"], clients, required=True) for row in rows]
-        out[n] = {"client_gain": gain_ci([zi + g for zi, g in zip(z, own)], z, c),
-                  "carried_over": gain_ci(scores[n], z, [zi + g for zi, g in zip(z, own)])}
+        # zero-shot plus the client model's own gain, per example: a "method" whose gain is that own gain
+        own = [zi + example_scores(row["proxy_after_fl"], clients, required=True)
+               - example_scores(row["proxy_before_fl"], clients, required=True) for zi, row in zip(z, rows)]
+        out[n] = {"client_gain": gain_ci(own, z, c), "carried_over": gain_ci(scores[n], z, own)}
     return out
 
 

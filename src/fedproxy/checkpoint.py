@@ -6,7 +6,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -29,6 +29,15 @@ def save_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj))
     os.replace(tmp, path)
+
+
+def json_once(path: Path, compute: Callable[[], Any], reuse: bool = True) -> Any:
+    """The JSON kept at ``path`` when ``reuse`` and it is there; otherwise ``compute()``, kept there."""
+    if reuse and path.is_file():
+        return json.loads(path.read_text())
+    obj = compute()
+    save_json(obj, path)
+    return obj
 
 
 def load(path: Path) -> Any | None:

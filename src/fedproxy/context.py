@@ -64,14 +64,13 @@ class RunContext:
         if split not in self._llm_evals:
             c = self.cfg.to_dict()
             key = hashlib.sha256(json.dumps([c["model"], c["data"], c["seed"]], sort_keys=True).encode()).hexdigest()
-            path = self.out / "work" / "llm_eval" / f"{split}-{key[:12]}.json"
-            if self.resume and path.is_file():
-                self._llm_evals[split] = json.loads(path.read_text())
-            else:
-                self.restore_llm()
-                self._llm_evals[split] = self.evaluate(self.llm) if split == "test" else self.val_eval(self.llm)
-                checkpoint.save_json(self._llm_evals[split], path)
+            self._llm_evals[split] = checkpoint.json_once(
+                self.out / "work" / "llm_eval" / f"{split}-{key[:12]}.json", lambda: self._score_llm(split), self.resume)
         return self._llm_evals[split]
+
+    def _score_llm(self, split: str) -> dict:
+        self.restore_llm()
+        return self.evaluate(self.llm) if split == "test" else self.val_eval(self.llm)
 
     def val_eval(self, model: torch.nn.Module, loss: bool = True) -> dict:
         """``model`` on the server's validation examples, with the per-example tables."""

@@ -60,12 +60,7 @@ def proxy_test_eval(ctx: RunContext, proxy, compress_cfg) -> dict:
     proxy may come from another run's data, so it is scored each time."""
     if compress_cfg.proxy_dir:
         return ctx.evaluate(proxy)
-    path = _shared_dir(ctx, compress_cfg) / "test_eval.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    ev = ctx.evaluate(proxy)
-    checkpoint.save_json(ev, path)
-    return ev
+    return checkpoint.json_once(_shared_dir(ctx, compress_cfg) / "test_eval.json", lambda: ctx.evaluate(proxy))
 
 
 def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg, fused_is_proxy: bool = False):
