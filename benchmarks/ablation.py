@@ -40,7 +40,7 @@ from fedproxy.cli import main as fedproxy_main
 from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.stats import gain_ci, paired_ci
-from fedproxy.report import example_scores
+from fedproxy.report import example_scores, shipped_harm
 
 SUITES: dict[str, dict[str, list[str]]] = {
     # The paper's stage 2 (arXiv 2604.19015 §4.2): H-TIES, the conflict-weighted proximal term
@@ -98,7 +98,9 @@ SUITES: dict[str, dict[str, list[str]]] = {
                                                           "compress.distill_steps=0", "fed.lr=5e-5"]},
     # Issue #25: does discarding a round that collapses the global proxy, or leaves it clearly
     # below the round before, help? (On the quick run's seed 0 the proxy collapsed in rounds 2-3.)
-    "rollback": {"no rollback": [], "rollback": ["fed.rollback=true"]},
+    # zero-shot runs beside each (seconds) so every row counts harm: the shipped model below it or collapsed.
+    "rollback": {"no rollback": ['methods=["fedproxy", "zero-shot"]'],
+                 "rollback": ['methods=["fedproxy", "zero-shot"]', "fed.rollback=true"]},
     "transfer": {
         "default": [],
         "more-rounds (6x5)": ["fed.rounds=6", "fed.local_steps=5"],
@@ -122,7 +124,11 @@ def run_variant(out: Path, overrides: list[str], seed: int, resume: bool, config
     full = json.loads((out / "report.json").read_text())
     report, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
     r = report[methods[0]]
-    return {"overrides": overrides, "fused_accuracy": headline(r),
+    checks = r.get("federation", {}).get("round_checks", [])
+    return {"harm": shipped_harm(r, report["zero-shot"], clients) if "zero-shot" in report else None,
+            "rounds_flagged": [i + 1 for i, c in enumerate(checks) if c.get("flagged")],
+            "rounds_rolled_back": [i + 1 for i, c in enumerate(checks) if c.get("rolled_back")],
+            "overrides": overrides, "fused_accuracy": headline(r),
             "scores": example_scores(r, clients, required=True).tolist(),
             "proxy_scores": example_scores(r["proxy_after_fl"], clients, required=True).tolist(),
             "other_methods": {m: headline(report[m]) for m in methods[1:]},
@@ -199,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
               f"{ip['mean']:+.3f} [{ip['ci95'][0]:+.3f}, {ip['ci95'][1]:+.3f}] | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
+    for name, by_seed in rows.items():
+        harmed = {s: r["harm"] for s, r in by_seed.items() if r["harm"] is not None}
+        print(f"{name}: rounds flagged {sum(len(r['rounds_flagged']) for r in by_seed.values())}, rolled back "
+              f"{sum(len(r['rounds_rolled_back']) for r in by_seed.values())}"
+              + (f"; harm: below zero-shot on seeds {[s for s, h in harmed.items() if h['below_zero_shot']]}, "
+                 f"collapsed on seeds {[s for s, h in harmed.items() if h['collapsed']]}" if harmed else ""))
     for name, g in gains.items():
         print(f"{name}: {g['mean']:.0%} of the centralized gain (95% CI [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}], "
               f"seeds {g['seeds']})")

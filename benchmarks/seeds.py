@@ -31,23 +31,13 @@ from pathlib import Path
 from fedproxy.cli import main as fedproxy_main
 from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
-from fedproxy.eval.guard import Acceptance
-from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
+from fedproxy.eval.stats import gain_ci, paired_ci
 from fedproxy.fuse import tie_break
-from fedproxy.report import example_scores, learning_curves, plot_curves
+from fedproxy.report import example_scores, learning_curves, plot_curves, shipped_harm
 
 
 # Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
 SELECTING = ("fedproxy", "offsite-tuning", "offsite-tuning-raw", "proxy-centralized")
-
-
-def pooled_eval(result: dict, clients: list[str]) -> dict:
-    """Every client's per-example tables end to end (what the collapse guard reads), and the mean loss."""
-    per = [result["per_client"][c] for c in clients]
-    ev = {key: [x for p in per for x in p[key]] for key in ("predictions", "gold", "outputs", "scores")
-          if all(key in p for p in per)}
-    ev["loss"] = sum(p["loss"] * p["n"] for p in per) / max(1, sum(p["n"] for p in per))
-    return ev
 
 
 def summarize(reports: list[dict]) -> dict:
@@ -94,12 +84,10 @@ def summarize(reports: list[dict]) -> dict:
         out["transfer"] = _transfer(reports, clients, scores)
     harm = {"seeds_below_zero_shot": 0, "collapsed_shipped": 0, "by_method": {}}
     if "zero-shot" in scores:
-        guard = Acceptance()
         for n in (m for m in SELECTING if m in scores):
-            below = [i for i in range(len(reports)) if below_by_one_se(scores[n][i], scores["zero-shot"][i])]
-            collapsed = [i for i, r in enumerate(reports)
-                         if guard.collapse(pooled_eval(r["methods"][n], clients),
-                                           pooled_eval(r["methods"]["zero-shot"], clients))]
+            harms = [shipped_harm(r["methods"][n], r["methods"]["zero-shot"], clients) for r in reports]
+            below = [i for i, h in enumerate(harms) if h["below_zero_shot"]]
+            collapsed = [i for i, h in enumerate(harms) if h["collapsed"]]
             harm["by_method"][n] = {"seeds_below_zero_shot": [reports[i]["seed"] for i in below],
                                     "collapsed_shipped": [reports[i]["seed"] for i in collapsed]}
             harm["seeds_below_zero_shot"] += len(below)

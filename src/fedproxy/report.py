@@ -10,8 +10,8 @@ import numpy as np
 from .errors import FedProxyError
 from .eval import headline
 from .eval.classify import class_recall
-from .eval.guard import per_example
-from .eval.stats import gain_ci, paired_ci
+from .eval.guard import Acceptance, per_example
+from .eval.stats import below_by_one_se, gain_ci, paired_ci
 
 
 def _mb(x) -> str:
@@ -47,6 +47,27 @@ def example_scores(result: dict, clients: list[str] | None = None, required: boo
             raise FedProxyError("this report has no per-example test tables (made before they were recorded); "
                                 "rerun it with the current version") from None
         return None
+
+
+def pooled_eval(result: dict, clients: list[str]) -> dict:
+    """Every client's per-example tables end to end (what the collapse guard reads), and the mean loss."""
+    per = [result["per_client"][c] for c in clients]
+    ev = {key: [x for p in per for x in p[key]] for key in ("predictions", "gold", "outputs", "scores")
+          if all(key in p for p in per)}
+    ev["loss"] = sum(p["loss"] * p["n"] for p in per) / max(1, sum(p["n"] for p in per))
+    return ev
+
+
+def shipped_harm(result: dict, zero_shot: dict, clients: list[str]) -> dict:
+    """Did a shipped model harm, on test (issue #25's count)? ``below_zero_shot``: below the unchanged
+    LLM by more than one standard error; ``collapsed``: the collapse guard's reasons against it. A
+    method that kept the unchanged LLM shipped the model it started from, which harms nothing even where
+    the LLM itself concentrates on one class (tiny random models do)."""
+    if result.get("fusion", {}).get("decision", {}).get("shipped") == "unchanged LLM":
+        return {"below_zero_shot": False, "collapsed": []}
+    return {"below_zero_shot": below_by_one_se(example_scores(result, clients, required=True),
+                                               example_scores(zero_shot, clients, required=True)),
+            "collapsed": Acceptance().collapse(pooled_eval(result, clients), pooled_eval(zero_shot, clients))}
 
 
 def _difference(name: str, check: str, a: dict, b: dict) -> dict:

@@ -77,6 +77,18 @@ def test_seed_summary_counts_harm_and_pairs_methods():
     assert g["method"] == "fedproxy" and g["mean"] == pytest.approx((0.65 - 0.7) / (1.0 - 0.7))
 
 
+def test_a_method_that_kept_the_unchanged_llm_harmed_nothing_even_where_that_llm_predicts_one_class():
+    from fedproxy.report import shipped_harm
+    gold = [0, 1, 2, 3] * 25
+    one_class = _method([0] * 100, gold)  # the LLM itself, e.g. a tiny random model
+    clients = ["a", "b"]
+    kept = {**one_class, "fusion": {"decision": {"shipped": "unchanged LLM"}}}
+    assert shipped_harm(kept, one_class, clients) == {"below_zero_shot": False, "collapsed": []}
+    plugged = {**_method([0] * 90 + [1] * 10, gold), "fusion": {"decision": {"shipped": "plug-in"}}}
+    harm = shipped_harm(plugged, _method(gold[:50] + [0] * 50, gold), clients)
+    assert harm["below_zero_shot"] and harm["collapsed"]
+
+
 def test_seed_summary_names_the_seeds_where_the_do_no_harm_rule_shipped_another_candidate():
     gold = [0, 1, 2, 3] * 25
 
