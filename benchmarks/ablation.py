@@ -10,6 +10,8 @@ Usage (the tables in docs/results.md and docs/experiments.md):
         --baselines 'runs/converge/seed{seed}' --proxy-dir 'runs/converge/seed{seed}/work/fedproxy/proxy'
     python benchmarks/ablation.py --suite transfer-pooled --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}' --proxy-dir 'runs/converge/seed{seed}/work/fedproxy/proxy'
+    python benchmarks/ablation.py --suite share-pooled --config converge --out runs/ablation \
+        --baselines 'runs/converge/seed{seed}' --proxy-dir 'runs/converge/seed{seed}/work/fedproxy/proxy'
     python benchmarks/ablation.py --suite pooled-full --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}'
     python benchmarks/ablation.py --suite privacy --out runs/ablation
@@ -91,6 +93,14 @@ SUITES: dict[str, dict[str, list[str]]] = {
     "transfer-pooled": {"pooled": ['methods=["proxy-centralized"]'],
                         "pooled, LoRA r=32": ['methods=["proxy-centralized"]', "fed.lora_r=32"],
                         "pooled, no distillation": ['methods=["proxy-centralized"]', "compress.distill_steps=0"]},
+    # Issue #21, a proxy built to learn more: layer sharing (CRaSh), each kept block also running at the
+    # depths of the dropped blocks after it (same tensors, about twice the compute), fused with the
+    # variant server validation prefers; and that fusion choice alone, on the unshared proxy. Run with
+    # --proxy-dir: the unshared rows share the full run's proxy.
+    "share-pooled": {"pooled": ['methods=["proxy-centralized"]'],
+                     "pooled, layer sharing, fuse auto": ['methods=["proxy-centralized"]', "compress.share_layers=true",
+                                                          "fuse.variant=auto"],
+                     "pooled, fuse auto": ['methods=["proxy-centralized"]', "fuse.variant=auto"]},
     # Issue #21: is the proxy's shortfall the proxy or how it is trained? A "proxy" of every block,
     # undistilled, is the LLM itself: trained by the proxy's pooled machinery at fed.lr, and at
     # centralized's rate, against `centralized` (the same LLM, pooled_finetune at 5e-5).

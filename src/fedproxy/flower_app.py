@@ -140,7 +140,7 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     from .data.encode import Encoder
     from .federated import local_train
     from .federated.server import client_seed
-    from .modeling import load_params, pick_device
+    from .modeling import apply_layer_schedule, load_params, pick_device
 
     cfg = RunConfig.from_flat(json.loads(str(conf["run-config"])))
     server_round = int(conf["round"])
@@ -159,6 +159,7 @@ def local_update(conf, global_params: dict[str, torch.Tensor], frozen: dict[str,
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch)).float().eval()
     model.tie_weights()  # skipped together with the init; untied, lm_head would stay uninitialised memory
+    apply_layer_schedule(model)  # a proxy under layer sharing (compress.share_layers) carries its schedule
     unset = {n for n, _ in model.named_parameters()} - set(frozen) - set(global_params)
     if unset:
         raise ModelError(f"the server sent no values for {len(unset)} proxy tensors (e.g. {sorted(unset)[:2]}); "

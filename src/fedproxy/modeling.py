@@ -71,6 +71,51 @@ def blocks(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
+# A proxy whose blocks run in a schedule keeps it in its config, so every copy (a checkpoint, a
+# Flower client's rebuild from the config) runs the same way: config[LAYER_SCHEDULE][i] is the
+# proxy block that runs at depth i.
+LAYER_SCHEDULE = "fedproxy_layer_schedule"
+
+
+class ScheduledLayers(nn.ModuleList):
+    """Decoder blocks that run in ``schedule`` order, a block possibly at several depths (layer
+    sharing, as CRaSh's emulators: a kept block also stands in for the dropped blocks after it).
+
+    Parameters, state dicts and iteration see each block once, under its own index, so whatever
+    reads a model's tensors (federation, aggregation, fusion, checkpoints) is unchanged; only the
+    decoder's forward, which runs ``layers[:num_hidden_layers]``, gets the schedule. A block that
+    runs twice would write two entries into one KV-cache slot, so a scheduled model runs without a
+    cache (``use_cache`` off; generation recomputes the prefix, slower but exact)."""
+
+    def __init__(self, layers, schedule: list[int]):
+        super().__init__(layers)
+        if not schedule or any(not 0 <= j < len(self) for j in schedule):
+            raise ModelError(f"layer schedule {schedule} refers to blocks outside the model's {len(self)}")
+        self.schedule = list(schedule)
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):  # the decoder's forward: the blocks the slice keeps, in schedule order
+            picked = set(range(len(self))[idx])
+            return [super(ScheduledLayers, self).__getitem__(j) for j in self.schedule if j in picked]
+        return super().__getitem__(idx)
+
+
+def apply_layer_schedule(model: nn.Module, schedule: list[int] | None = None) -> nn.Module:
+    """Run ``model``'s blocks in ``schedule`` order (recorded in its config), or in the schedule its
+    config records (a reloaded or rebuilt proxy); a model without one is returned unchanged."""
+    schedule = schedule if schedule is not None else getattr(model.config, LAYER_SCHEDULE, None)
+    if schedule is None:
+        return model
+    layers = blocks(model)
+    parent = model.model.language_model if hasattr(model.model, "language_model") else model.model
+    parent.layers = ScheduledLayers(list(layers), schedule)
+    setattr(model.config, LAYER_SCHEDULE, list(schedule))
+    model.config.use_cache = False
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.use_cache = False
+    return model
+
+
 def check_supported(model: nn.Module) -> None:
     mtype = getattr(model.config, "model_type", "?")
     if mtype not in SUPPORTED_MODEL_TYPES:
@@ -182,7 +227,7 @@ def load_pretrained(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
         raise AssetError(f"could not load a causal LM from {path}: {str(err).splitlines()[0]}") from None
     tok = AutoTokenizer.from_pretrained(path) if (Path(path) / "tokenizer_config.json").is_file() else None
     check_supported(model)
-    return model.eval(), tok
+    return apply_layer_schedule(model).eval(), tok
 
 
 def param_count(model: nn.Module) -> int:

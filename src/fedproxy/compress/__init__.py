@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import CompressConfig
-from ..modeling import blocks, check_supported, load_pretrained, param_count
+from ..modeling import apply_layer_schedule, blocks, check_supported, load_pretrained, param_count
 from . import block_influence, loss_drop, uniform  # noqa: F401  (registration)
 from .base import SELECTORS, ProxyMap, build_proxy, n_keep_from, split_block_key
 from .distill import distill
@@ -49,6 +49,8 @@ def compress(llm, text_batches: list[tuple[torch.Tensor, torch.Tensor]], cfg: Co
     keep = pmap.keep
     t_select = time.perf_counter() - t0
     proxy = build_proxy(llm, keep).to(device)
+    if cfg.share_layers:
+        apply_layer_schedule(proxy, pmap.schedule)
     history: list[float] = []
     if cfg.distill_steps > 0:
         history = distill(proxy, llm, pmap, text_batches, cfg, device, seed, bf16, ckpt_dir, progress)

@@ -49,6 +49,11 @@ class ProxyMap:
         spans[0] = list(range(0, self.keep[0])) + spans[0]  # blocks dropped below the first kept one
         return spans
 
+    @property
+    def schedule(self) -> list[int]:
+        """The proxy block that runs at each LLM depth under layer sharing (``compress.share_layers``)."""
+        return [j for j, span in enumerate(self.spans) for _ in span]
+
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({**asdict(self), "spans": self.spans}, indent=2))
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .. import checkpoint
 from ..config import CompressConfig
-from ..modeling import adamw, autocast, backbone
+from ..modeling import LAYER_SCHEDULE, adamw, autocast, backbone
 from ..objectives import head_logits
 from .base import ProxyMap, split_block_key
 
@@ -45,8 +45,11 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
         opt.load_state_dict(state["opt"])
         start, history = state["step"], state["history"]
         rng.setstate(state["rng"])
-    # Teacher position of proxy block j's output: the input of the next kept LLM block.
+    # Teacher position of proxy block j's output: the input of the next kept LLM block. A proxy under
+    # layer sharing runs at the LLM's depth, so its hidden states line up with the teacher's one to one.
     teacher_idx = pmap.keep[1:]
+    scheduled = getattr(proxy.config, LAYER_SCHEDULE, None) is not None
+    student_idx = teacher_idx if scheduled else list(range(1, len(teacher_idx) + 1))
     llm.eval()
     proxy.train()
     t = cfg.temperature
@@ -84,8 +87,8 @@ def distill(proxy, llm, pmap: ProxyMap, text_batches: list[tuple[torch.Tensor, t
                                             reduction="batchmean") * t * t
         if cfg.hidden_weight > 0 and teacher_idx:
             hid = 0.0
-            for j, ti in enumerate(teacher_idx):
-                th, sh = tout.hidden_states[ti][valid].float(), sout.hidden_states[j + 1][valid].float()
+            for ti, si in zip(teacher_idx, student_idx):
+                th, sh = tout.hidden_states[ti][valid].float(), sout.hidden_states[si][valid].float()
                 # Normalised by the teacher's scale: residual streams grow with depth.
                 hid = hid + F.mse_loss(sh, th) / th.pow(2).mean().clamp_min(1e-6)
             loss = loss + cfg.hidden_weight * hid / len(teacher_idx)
