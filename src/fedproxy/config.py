@@ -104,7 +104,8 @@ class CompressConfig:
     share_layers: bool = _f(False, "layer sharing (as CRaSh's emulators): the proxy runs at the LLM's depth, each "
                                    "kept block also standing in for the dropped blocks after it, with its weights "
                                    "shared; the same tensors reach the clients, at about 1/keep_ratio the compute "
-                                   "per step (fuse.variant=share writes a block's delta wherever it stood)")
+                                   "per step (fuse.variant=share writes a block's delta wherever it stood); decoders "
+                                   "without per-layer attention types (Llama, Mistral; not Gemma 3 or Qwen2)")
     proxy_dir: str = _f("", "reuse a proxy saved by `fedproxy compress` (or a run's work/fedproxy/proxy) "
                             "instead of compressing again; the other compress.* fields are then ignored")
 

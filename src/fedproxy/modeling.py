@@ -106,6 +106,11 @@ def apply_layer_schedule(model: nn.Module, schedule: list[int] | None = None) ->
     schedule = schedule if schedule is not None else getattr(model.config, LAYER_SCHEDULE, None)
     if schedule is None:
         return model
+    text_cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if isinstance(getattr(text_cfg, "layer_types", None), list):  # the decoder reads layer_types[depth]
+        raise ModelError(f"layer sharing (compress.share_layers) needs a decoder without per-layer attention "
+                         f"types; {model.config.model_type} has them (its forward looks each depth's type up, and "
+                         f"the config allows one per block). Use compress.share_layers=false with this model")
     layers = blocks(model)
     parent = model.model.language_model if hasattr(model.model, "language_model") else model.model
     parent.layers = ScheduledLayers(list(layers), schedule)

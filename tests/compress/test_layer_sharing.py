@@ -90,3 +90,16 @@ def test_a_flower_client_trains_a_scheduled_proxy_as_the_in_process_path_does(ti
                               tiny_ctx.bench.train[pid], tiny_ctx.encoder, cfg.fed.for_round(1), tiny_ctx.device,
                               client_seed(cfg.seed, 1, pid))
     assert any(not torch.allclose(remote.update[n], unscheduled.update[n], atol=1e-5) for n in names)
+
+
+def test_layer_sharing_refuses_a_decoder_with_per_layer_attention_types_clearly(fault_log):
+    import pytest
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from fedproxy.errors import ModelError
+
+    fault_log.bad_input("compress.share_layers on a decoder whose forward reads per-layer attention types")
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                                        num_attention_heads=4, num_key_value_heads=2))
+    with pytest.raises(ModelError, match="per-layer attention types.*share_layers=false"):
+        apply_layer_schedule(build_proxy(qwen, [0, 2]), [0, 0, 1, 1])
