@@ -204,17 +204,21 @@ def main(argv: list[str] | None = None) -> int:
                                                                indent=2))
     first = next(iter(variants))
     print(f"| variant ({args.suite}, seeds {args.seeds}) | fused LLM score | per seed | vs {first}: mean [95% CI] "
-          "| proxy before FL | proxy after FL | fused - proxy alone (IP gap) [95% CI] | fusion scales |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"| proxy before FL | proxy after FL | proxy after FL vs {first} [95% CI] "
+          "| fused - proxy alone (IP gap) [95% CI] | fusion scales |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, by_seed in rows.items():
         acc = [r["fused_accuracy"] for r in by_seed.values()]
         d = paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
                       [np.asarray(rows[first][s]["scores"]) for s in by_seed])
+        dp = paired_ci([np.asarray(r["proxy_scores"]) for r in by_seed.values()],
+                       [np.asarray(rows[first][s]["proxy_scores"]) for s in by_seed])
         ip = ip_gaps[name]
         print(f"| {name} | {mean_std(acc)} | {', '.join(f'{a:.3f}' for a in acc)} | "
               f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] | "
               f"{mean_std([r['proxy_before_fl'] for r in by_seed.values()])} | "
               f"{mean_std([r['proxy_after_fl'] for r in by_seed.values()])} | "
+              f"{dp['mean']:+.3f} [{dp['ci95'][0]:+.3f}, {dp['ci95'][1]:+.3f}] | "
               f"{ip['mean']:+.3f} [{ip['ci95'][0]:+.3f}, {ip['ci95'][1]:+.3f}] | "
               f"{', '.join(format(r['fusion']['scale'], 'g') for r in by_seed.values())} |")
     for name, by_seed in rows.items():
