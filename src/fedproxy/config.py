@@ -274,11 +274,16 @@ class FuseConfig:
                                  "gold labels are that concentrated), or one output text for generation")
     guard_recall: float = _f(0.1, "collapse guard: reject a candidate with zero recall on a class that the "
                                   "model it would replace recalls at this level or more on validation")
+    guard_recall_keep: float = _f(0.25, "collapse guard: on such a class, also reject a candidate that keeps less "
+                                        "than this share of the replaced model's validation recall (a margin: two "
+                                        "of 41 'neutral' examples on validation became none of 75 on test)")
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.accept_alpha < 0.5, f"fuse.accept_alpha must be in [0, 0.5), got {self.accept_alpha}")
         _check(0.0 < self.guard_share <= 1.0, f"fuse.guard_share must be in (0, 1], got {self.guard_share}")
         _check(0.0 < self.guard_recall <= 1.0, f"fuse.guard_recall must be in (0, 1], got {self.guard_recall}")
+        _check(0.0 <= self.guard_recall_keep < 1.0,
+               f"fuse.guard_recall_keep must be in [0, 1), got {self.guard_recall_keep}")
         _check(self.align_ridge > 0, f"fuse.align_ridge must be > 0, got {self.align_ridge}")
         _check(self.variant in ("source", "share", "interpolate", "auto"),
                f"fuse.variant must be 'source', 'share', 'interpolate' or 'auto', got '{self.variant}'")

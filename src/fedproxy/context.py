@@ -79,7 +79,8 @@ class RunContext:
     def acceptance(self) -> Acceptance:
         """The do-no-harm rule of this run (``fuse.accept_alpha`` and ``fuse.guard_*``)."""
         f = self.cfg.fuse
-        return Acceptance(f.accept_alpha or 0.05, f.guard_share, f.guard_recall, tuple(self.bench.labels))
+        return Acceptance(f.accept_alpha or 0.05, f.guard_share, f.guard_recall, tuple(self.bench.labels),
+                          f.guard_recall_keep)
 
     def server_text_batches(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Calibration/distillation batches; the last quarter of server text is held out."""

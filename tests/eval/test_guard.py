@@ -85,6 +85,20 @@ def test_zero_recall_counts_only_where_the_replaced_model_recalls():
     assert recall(cand["predictions"], gold) == {0: 1.0, 1: 1.0, 2: 0.0}
 
 
+def test_near_zero_recall_on_validation_is_collapse_too():
+    """The quick benchmark's seed 4: the shipped x1 plug-in recalled 2 of 41 'neutral' validation
+    examples (the unchanged LLM 9 of 41) and none of 75 on test."""
+    gold = [0] * 54 + [1] * 72 + [2] * 41 + [3] * 33
+    base = _ev([0] * 54 + [1] * 72 + [2] * 9 + [0] * 32 + [0] * 33, gold)
+    near_zero = _ev([0] * 54 + [1] * 72 + [2] * 2 + [1] * 39 + [1] * 33, gold)
+    assert collapse_reasons(near_zero, base, recall_keep=0.25) == [
+        "recall 0.05 on class 2, under 25% of the 0.22 the model it would replace has"]
+    assert collapse_reasons(near_zero, base) == []  # without the margin only zero recall counts
+    half = _ev([0] * 54 + [1] * 72 + [2] * 5 + [1] * 36 + [1] * 33, gold)  # 5 of 41 keeps more than a quarter
+    assert collapse_reasons(half, base, recall_keep=0.25) == []
+    assert Acceptance().collapse(near_zero, base)  # the default rule has the margin
+
+
 def test_generation_guard_on_outputs_and_loss():
     base = {"outputs": ["a", "b", "c", "d"], "loss": 1.0, "scores": [1, 0, 1, 0]}
     same = {"outputs": ["x", "x", "x", "x"], "loss": 1.0, "scores": [0, 0, 0, 0]}

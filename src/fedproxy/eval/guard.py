@@ -29,21 +29,24 @@ from .classify import class_recall, confusion_matrix
 
 @dataclass(frozen=True)
 class Acceptance:
-    """The do-no-harm rule (``fuse.accept_alpha``, ``fuse.guard_share``, ``fuse.guard_recall``).
+    """The do-no-harm rule (``fuse.accept_alpha``, ``fuse.guard_share``, ``fuse.guard_recall``,
+    ``fuse.guard_recall_keep``).
 
     A candidate replaces the model it would succeed only when a paired one-sided test on the
     same validation examples shows it better at ``alpha`` (:func:`paired_test`) and its
-    predictions have not collapsed (:func:`collapse_reasons` with ``max_share`` and
-    ``min_recall``). ``labels`` name the classes in messages.
+    predictions have not collapsed (:func:`collapse_reasons` with ``max_share``, ``min_recall``
+    and ``recall_keep``). ``labels`` name the classes in messages.
     """
 
     alpha: float = 0.05
     max_share: float = 0.8
     min_recall: float = 0.1
     labels: tuple[str, ...] | None = None
+    recall_keep: float = 0.25
 
     def collapse(self, ev: dict, base_ev: dict | None) -> list[str]:
-        return collapse_reasons(ev, base_ev, self.labels, self.max_share, self.min_recall)
+        return collapse_reasons(ev, base_ev, self.labels, self.max_share, self.min_recall,
+                                recall_keep=self.recall_keep)
 
 
 def per_example(ev: dict) -> list[float]:
@@ -90,14 +93,16 @@ def paired_test(candidate: Sequence[float], base: Sequence[float], alpha: float 
 
 
 def collapse_reasons(ev: dict, base_ev: dict | None = None, labels: Sequence[str] | None = None,
-                     max_share: float = 0.8, min_recall: float = 0.1, loss_ratio: float = 1.5) -> list[str]:
+                     max_share: float = 0.8, min_recall: float = 0.1, loss_ratio: float = 1.5,
+                     recall_keep: float = 0.0) -> list[str]:
     """Why ``ev``'s predictions count as collapsed (empty list: they do not).
 
     Classification (``predictions`` and ``gold``):
     - one class takes ``max_share`` or more of the predictions while it is less than that
       share of the gold labels;
     - a class that ``base_ev`` (the model being replaced) recalls at ``min_recall`` or more
-      gets zero recall.
+      gets zero recall, or less than ``recall_keep`` times that recall: near zero on validation
+      is often zero on test.
 
     Generation (``outputs``): one output string (the empty one included) for ``max_share``
     or more of the examples, or a reference loss above ``loss_ratio`` times ``base_ev``'s.
@@ -117,8 +122,12 @@ def collapse_reasons(ev: dict, base_ev: dict | None = None, labels: Sequence[str
     if base_ev is not None:
         cand_r, base_r = recall(preds, gold), recall(base_ev["predictions"], base_ev["gold"])
         for k, r in sorted(base_r.items()):
-            if r >= min_recall and cand_r.get(k, 0.0) == 0.0:
+            c = cand_r.get(k, 0.0)
+            if r >= min_recall and c == 0.0:
                 out.append(f"recall 0 on {name(k)}, which the model it would replace recalls at {r:.2f}")
+            elif r >= min_recall and c < recall_keep * r:
+                out.append(f"recall {c:.2f} on {name(k)}, under {recall_keep:.0%} of the {r:.2f} the model it "
+                           "would replace has")
     return out
 
 

@@ -125,7 +125,8 @@ def _accepted(trials: list[dict], evals: list, accept: Acceptance, variants: lis
             f"p = {first['test']['p']:.3g}); the unchanged LLM ships")
         shipped = "unchanged LLM"
     decision = {"rule": f"paired one-sided test at alpha {accept.alpha:g}, fixed-sequence over candidates, "
-                        f"collapse guard (share {accept.max_share:g}, recall {accept.min_recall:g})",
+                        f"collapse guard (share {accept.max_share:g}, recall {accept.min_recall:g}, "
+                        f"recall kept {accept.recall_keep:g})",
                 "shipped": shipped, "why": why, "val_examples": n,
                 "rejected": [{"variant": t["variant"], "scale": t["scale"], "aligned": t["aligned"],
                               "reason": t["verdict"]} for t in trials[1:] if t["verdict"] != "accepted"]}
