@@ -28,6 +28,18 @@ def tiny_ctx(tiny_cfg, tmp_path):
     return build_context(tiny_cfg, tmp_path, progress=False)
 
 
+def benchmark_script(name: str):
+    """A script of ``benchmarks/`` (not a package) loaded as a module, e.g. ``benchmark_script("seeds")``."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def tiny_llama(layers=4, hidden=32, vocab=64, seed=0):
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -1,12 +1,10 @@
 """Multi-seed statistics (fedproxy.eval.stats) and the benchmarks/seeds.py summary on hand-made reports."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fedproxy.eval.stats import below_by_one_se, gain_ci, paired_ci
+from tests.conftest import benchmark_script
 
 
 def test_paired_ci_is_the_pooled_mean_and_covers_it():
@@ -40,11 +38,7 @@ def test_below_by_one_standard_error():
 
 
 def _seeds_module():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "seeds.py"
-    spec = importlib.util.spec_from_file_location("seeds_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_script("seeds")
 
 
 def _method(pred, gold, **extra):
@@ -121,10 +115,7 @@ def test_seed_summary_of_a_report_without_per_example_tables_says_so():
 
 
 def test_the_readme_results_table_reads_every_figure_from_the_summaries():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_table.py"
-    spec = importlib.util.spec_from_file_location("results_table", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark_script("results_table")
     ci = {"mean": 0.1, "ci95": [0.05, 0.15]}
     summary = {"benchmark": "b", "metric": "accuracy", "seeds": [0, 1, 2],
                "methods": {"zero-shot": {"score": {"mean": 0.4, "std": 0.01, "per_seed": []}},
