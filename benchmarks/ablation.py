@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                         "'runs/converge/seed{seed}/work/fedproxy/proxy' (the full run's own proxy)")
     args = p.parse_args(argv)
     variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only}
+    if unknown := sorted(set(args.only or []) - set(SUITES[args.suite])):
+        p.error(f"--only {unknown}: not variants of suite {args.suite}; its variants are "
+                + ", ".join(repr(n) for n in SUITES[args.suite]))
     rows: dict[str, dict[int, dict]] = {n: {} for n in variants}
     for seed in args.seeds:
         # variants that keep compress.* reuse one proxy (same seed, same data): --proxy-dir's, or the first one's
