@@ -23,7 +23,7 @@ from fedproxy.compress import load_proxy
 from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.errors import FedProxyError
-from fedproxy.methods import METHODS, _fusion
+from fedproxy.methods import METHODS, fusion_settings
 from fedproxy.modeling import snapshot
 from fedproxy.proxies import choose_plugin
 
@@ -36,7 +36,7 @@ def reselect(run: Path, method: str, ctx) -> dict:
     tuned, _ = load_proxy(work / "proxy_tuned")
     b, t = snapshot(base), snapshot(tuned)
     delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
-    fusion = _fusion(ctx, METHODS.get(method))
+    fusion = fusion_settings(ctx, METHODS.get(method))
     plugin, trials = choose_plugin(ctx, delta, pmap, fusion["variants"], fusion["scales"], None, fusion["keep_llm"])
     ctx.restore_llm()
     old = recorded["fusion"]

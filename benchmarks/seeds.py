@@ -32,7 +32,7 @@ from fedproxy.cli import main as fedproxy_main
 from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.stats import gain_ci, paired_ci
-from fedproxy.fuse import tie_break
+from fedproxy.fuse import UNCHANGED_LLM, tie_break
 from fedproxy.report import example_scores, learning_curves, plot_curves, shipped_harm
 
 
@@ -135,7 +135,7 @@ def _rule_changed(reports: list[dict], name: str) -> list[dict]:
 def _plugin_name(trial: dict) -> str:
     """'unchanged LLM', or e.g. 'x2 source' / 'x1 source aligned'."""
     if trial["scale"] == 0:
-        return "unchanged LLM"
+        return UNCHANGED_LLM
     return f"x{trial['scale']:g} {trial['variant']}" + (" aligned" if trial.get("aligned") else "")
 
 

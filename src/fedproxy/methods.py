@@ -124,7 +124,8 @@ def _fed(ctx: RunContext, recipe: Recipe) -> FedConfig:
     return fed
 
 
-def _fusion(ctx: RunContext, recipe: Recipe) -> dict:
+def fusion_settings(ctx: RunContext, recipe: Recipe) -> dict:
+    """How ``recipe`` fuses: the candidate variants and scales, the aligned fit's ridge, whether the LLM competes."""
     f = ctx.cfg.fuse
     if recipe.fusion == "select":
         return {"variants": f.variants, "scales": f.scales, "align_ridge": f.align_ridge if f.align else None,
@@ -163,7 +164,7 @@ def _client_model(ctx: RunContext, recipe: Recipe, work):
 def _through_clients(ctx: RunContext, recipe: Recipe) -> dict:
     """Train the model the clients get (federated, or on one pooled shard), fuse it into the LLM, evaluate."""
     t0 = time.perf_counter()
-    fed_cfg, fusion = _fed(ctx, recipe), _fusion(ctx, recipe)
+    fed_cfg, fusion = _fed(ctx, recipe), fusion_settings(ctx, recipe)
     class_tokens(ctx.encoder, fed_cfg)  # a config this benchmark cannot train fails before compression
     work = ctx.method_dir(recipe.name)
     proxy, pmap, comp_info, blocks_only = _client_model(ctx, recipe, work)

@@ -100,6 +100,12 @@ class ScheduledLayers(nn.ModuleList):
         return super().__getitem__(idx)
 
 
+def set_blocks(model: nn.Module, layers: nn.ModuleList) -> None:
+    """Put ``layers`` where :func:`blocks` finds the decoder blocks."""
+    inner = model.model
+    (inner.language_model if hasattr(inner, "language_model") else inner).layers = layers
+
+
 def apply_layer_schedule(model: nn.Module, schedule: list[int] | None = None) -> nn.Module:
     """Run ``model``'s blocks in ``schedule`` order (recorded in its config), or in the schedule its
     config records (a reloaded or rebuilt proxy); a model without one is returned unchanged."""
@@ -111,9 +117,7 @@ def apply_layer_schedule(model: nn.Module, schedule: list[int] | None = None) ->
         raise ModelError(f"layer sharing (compress.share_layers) needs a decoder without per-layer attention "
                          f"types; {model.config.model_type} has them (its forward looks each depth's type up, and "
                          f"the config allows one per block). Use compress.share_layers=false with this model")
-    layers = blocks(model)
-    parent = model.model.language_model if hasattr(model.model, "language_model") else model.model
-    parent.layers = ScheduledLayers(list(layers), schedule)
+    set_blocks(model, ScheduledLayers(list(blocks(model)), schedule))
     setattr(model.config, LAYER_SCHEDULE, list(schedule))
     model.config.use_cache = False
     if getattr(model, "generation_config", None) is not None:

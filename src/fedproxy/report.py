@@ -12,6 +12,7 @@ from .eval import headline
 from .eval.classify import class_recall
 from .eval.guard import Acceptance, per_example
 from .eval.stats import below_by_one_se, gain_ci, paired_ci
+from .fuse import UNCHANGED_LLM
 
 
 def _mb(x) -> str:
@@ -63,7 +64,7 @@ def shipped_harm(result: dict, zero_shot: dict, clients: list[str]) -> dict:
     LLM by more than one standard error; ``collapsed``: the collapse guard's reasons against it. A
     method that kept the unchanged LLM shipped the model it started from, which harms nothing even where
     the LLM itself concentrates on one class (tiny random models do)."""
-    if result.get("fusion", {}).get("decision", {}).get("shipped") == "unchanged LLM":
+    if result.get("fusion", {}).get("decision", {}).get("shipped") == UNCHANGED_LLM:
         return {"below_zero_shot": False, "collapsed": []}
     return {"below_zero_shot": below_by_one_se(example_scores(result, clients, required=True),
                                                example_scores(zero_shot, clients, required=True)),

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ModelError
-from ..modeling import blocks, check_supported
+from ..modeling import blocks, check_supported, set_blocks
 from ..registry import Registry
 
 BLOCK_PREFIXES = ("model.layers.", "model.language_model.layers.")
@@ -96,8 +96,7 @@ def build_proxy(llm: nn.Module, keep: list[int]) -> nn.Module:
         attn = getattr(block, "self_attn", None)
         if attn is not None and hasattr(attn, "layer_idx"):
             attn.layer_idx = j  # KV-cache slots are indexed by position in the new stack
-    parent = proxy.model.language_model if hasattr(proxy.model, "language_model") else proxy.model
-    parent.layers = kept
+    set_blocks(proxy, kept)
     cfg = proxy.config.get_text_config() if hasattr(proxy.config, "get_text_config") else proxy.config
     for c in {id(proxy.config): proxy.config, id(cfg): cfg}.values():
         c.num_hidden_layers = len(keep)

@@ -14,7 +14,11 @@ from ..eval.guard import Acceptance, paired_test, per_example
 from ..modeling import load_params, snapshot
 from .plugin import VARIANTS, fuse_state, map_delta
 
-__all__ = ["Acceptance", "VARIANTS", "fuse_into", "fuse_state", "map_delta", "select_fusion", "save_fused", "tie_break"]
+# What a decision ships when no plug-in was shown to help (``decision["shipped"]``).
+UNCHANGED_LLM = "unchanged LLM"
+
+__all__ = ["Acceptance", "UNCHANGED_LLM", "VARIANTS", "fuse_into", "fuse_state", "map_delta", "select_fusion",
+           "save_fused", "tie_break"]
 
 
 def fuse_into(llm: torch.nn.Module, delta: dict[str, torch.Tensor], pmap: ProxyMap, variant: str = "source",
@@ -123,7 +127,7 @@ def _accepted(trials: list[dict], evals: list, accept: Acceptance, variants: lis
             f"{first['verdict'].removeprefix('rejected: ')}: {first['test']['diff']:+.3f} on {n} validation "
             f"examples (one-sided {1 - accept.alpha:.0%} CI >= {first['test']['ci_low']:+.3f}, "
             f"p = {first['test']['p']:.3g}); the unchanged LLM ships")
-        shipped = "unchanged LLM"
+        shipped = UNCHANGED_LLM
     decision = {"rule": f"paired one-sided test at alpha {accept.alpha:g}, fixed-sequence over candidates, "
                         f"collapse guard (share {accept.max_share:g}, recall {accept.min_recall:g}, "
                         f"recall kept {accept.recall_keep:g})",
