@@ -59,7 +59,9 @@ def summarize(reports: list[dict]) -> dict:
                       "examples_seen": statistics.mean(row.get("examples_seen", f.get("examples_seen", 0))
                                                        for row, f in zip(rows, fed)),
                       "rounds": statistics.mean(f.get("rounds", 0) for f in fed),
-                      "wall_s": statistics.mean(row.get("wall_seconds", 0.0) for row in rows)}
+                      "wall_s": statistics.mean(row.get("wall_seconds", 0.0) for row in rows),
+                      # per seed, as seeds may run on different machines (see the summary's "machines")
+                      "wall_s_per_seed": [row.get("wall_seconds", 0.0) for row in rows]}
         if any("fusion" in row for row in rows):
             methods[n]["shipped"] = [row.get("fusion", {}).get("decision", {}).get("shipped") for row in rows]
             methods[n]["flagged_rounds"] = [f.get("flagged_rounds", []) for f in fed]
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                "command": " ".join(["python benchmarks/seeds.py", *argv]), "seeds": args.seeds,
                "test_examples": sum(c["test"] for c in first["benchmark"]["clients"]),
                "config": {k: first["config"][k] for k in ("model", "data", "fed", "fuse")},
+               "machines": {str(r["seed"]): {k: r.get("environment", {}).get(k) for k in ("device", "threads", "torch")}
+                            for r in reports},
                **summarize(reports), "curves": learning_curves(reports)}
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2))
     if args.results:

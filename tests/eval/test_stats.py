@@ -60,12 +60,16 @@ def test_seed_summary_counts_harm_and_pairs_methods():
                         "benchmark": {"clients": [{"name": "a", "test": 50}, {"name": "b", "test": 50}]},
                         "methods": {"zero-shot": _method(zs, gold), "centralized": _method(cen, gold),
                                     "fedproxy": _method(fused, gold, proxy_after_fl=_method(zs, gold),
-                                                        fusion={"decision": {"shipped": "plug-in"}})}})
+                                                        fusion={"decision": {"shipped": "plug-in"}},
+                                                        wall_seconds=10.0 * (seed + 1))}})
     s = _seeds_module().summarize(reports)
     assert s["harm"]["seeds_below_zero_shot"] == 1 and s["harm"]["collapsed_shipped"] == 1
     assert s["harm"]["by_method"]["fedproxy"] == {"seeds_below_zero_shot": [1], "collapsed_shipped": [1]}
     assert s["methods"]["fedproxy"]["score"]["per_seed"] == [0.85, 0.25, 0.85]
     assert s["methods"]["fedproxy"]["aggregator"] == "ties"
+    # seeds may run on different machines: the wall time is kept per seed beside its mean
+    assert s["methods"]["fedproxy"]["wall_s_per_seed"] == [10.0, 20.0, 30.0]
+    assert s["methods"]["fedproxy"]["wall_s"] == 20.0
     assert s["paired"]["fedproxy - proxy-alone"]["mean"] == pytest.approx((0.85 + 0.25 + 0.85) / 3 - 0.7)
     g = s["gain_recovered"]
     assert g["method"] == "fedproxy" and g["mean"] == pytest.approx((0.65 - 0.7) / (1.0 - 0.7))
