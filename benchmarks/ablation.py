@@ -164,7 +164,8 @@ def mean_std(xs: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), required=True)
-    p.add_argument("--only", nargs="*", help="run only these variant names")
+    p.add_argument("--only", nargs="*", help="run only these variant names; the suite's other variants whose runs "
+                                             "have finished for every seed still join the table and the JSON")
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--resume", action="store_true")
@@ -176,7 +177,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="a compressed proxy per seed for the variants that keep compress.*, e.g. "
                         "'runs/converge/seed{seed}/work/fedproxy/proxy' (the full run's own proxy)")
     args = p.parse_args(argv)
-    variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only}
+
+    def run_dir(seed: int, name: str) -> Path:
+        return Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
+
+    # --only chooses what runs; a finished variant is only read back (its run resumes with nothing left
+    # to do), so the suite's JSON keeps every row that exists instead of only the ones just run
+    variants = {n: o for n, o in SUITES[args.suite].items()
+                if not args.only or n in args.only or all((run_dir(s, n) / "report.json").is_file() for s in args.seeds)}
     if unknown := sorted(set(args.only or []) - set(SUITES[args.suite])):
         p.error(f"--only {unknown}: not variants of suite {args.suite}; its variants are "
                 + ", ".join(repr(n) for n in SUITES[args.suite]))
@@ -185,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         # variants that keep compress.* reuse one proxy (same seed, same data): --proxy-dir's, or the first one's
         shared_proxy = Path(args.proxy_dir.format(seed=seed)) if args.proxy_dir else None
         for name, overrides in variants.items():
-            out = Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
+            out = run_dir(seed, name)
             compress_default = not any(o.startswith("compress.") for o in overrides)
             extra = [f"compress.proxy_dir={shared_proxy}"] if compress_default and shared_proxy else []
-            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume, args.config)
+            finished = bool(args.only) and name not in args.only
+            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume or finished, args.config)
             if compress_default and shared_proxy is None:  # the proxy every method of that run shared
                 shared_proxy = next((out / "work" / "compressed").iterdir())
     baseline_scores = {}  # seed -> method -> per-example test scores of the --baselines run
