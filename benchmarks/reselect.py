@@ -19,12 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fedproxy.compress import load_proxy
+from fedproxy.api import proxy_delta
 from fedproxy.config import RunConfig
 from fedproxy.context import build_context
 from fedproxy.errors import FedProxyError
 from fedproxy.methods import METHODS, fusion_settings
-from fedproxy.modeling import snapshot
 from fedproxy.proxies import choose_plugin
 
 
@@ -32,10 +31,7 @@ def reselect(run: Path, method: str, ctx) -> dict:
     work, recorded = run / "work" / method, json.loads((run / "results" / f"{method}.json").read_text())
     if not (work / "proxy_tuned").is_dir():
         raise FedProxyError(f"{work} keeps no proxy_tuned folder; rerun {method} instead")
-    base, pmap = load_proxy(work / "proxy")
-    tuned, _ = load_proxy(work / "proxy_tuned")
-    b, t = snapshot(base), snapshot(tuned)
-    delta = {k: t[k] - b[k] for k in b if not (t[k] == b[k]).all()}
+    _, pmap, delta = proxy_delta(work / "proxy", work / "proxy_tuned")
     fusion = fusion_settings(ctx, METHODS.get(method))
     plugin, trials = choose_plugin(ctx, delta, pmap, fusion["variants"], fusion["scales"], None, fusion["keep_llm"])
     ctx.restore_llm()
