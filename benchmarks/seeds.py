@@ -10,7 +10,9 @@ centralized gain. "harm" counts the shipped fused models (fedproxy, offsite-tuni
 proxy-centralized) below zero-shot by more than one standard error, and those whose test
 predictions fail the collapse guard (fedproxy.eval.guard).
 
-With `--summary-only` nothing runs: the reports already in <out>/seed<N> are summarized.
+With `--summary-only` nothing runs: the reports already in <out>/seed<N> are summarized;
+`--records DIR` summarizes the committed seed records DIR/seed<N>.json.gz instead (benchmarks/records.py:
+a seed whose methods ran in several sessions or on several machines).
 `--merge 'runs/pc_s{seed}'` adds the methods of other runs of the same seeds (e.g. a diagnostic
 method run on each seed's proxy) to the summary, with their gain over that seed's zero-shot
 and centralized rows.
@@ -34,6 +36,7 @@ from fedproxy.eval import headline
 from fedproxy.eval.stats import gain_ci, paired_ci
 from fedproxy.fuse import UNCHANGED_LLM, tie_break
 from fedproxy.report import example_scores, learning_curves, plot_curves, shipped_harm
+from records import as_report, read  # benchmarks/records.py, beside this script
 
 
 # Methods whose shipped model is chosen on server validation (the do-no-harm rule applies).
@@ -174,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="", help="the benchmark's name in the summary (default: the report's)")
     p.add_argument("--merge", nargs="*", default=[], metavar="PATTERN",
                    help="run folders whose methods join the summary, with {seed} for the seed, e.g. 'runs/pc_s{seed}'")
+    p.add_argument("--records", default="", metavar="DIR",
+                   help="run nothing: summarize the seed records DIR/seed<N>.json.gz (benchmarks/records.py)")
     p.add_argument("--figure", default="", metavar="PNG",
                    help="also plot the learning curves over the seeds here (e.g. docs/figures/<benchmark>-curves.png)")
     args = p.parse_args(own)
@@ -181,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         out = Path(args.out) / f"seed{seed}"
         cmd = ["run", "--out", str(out), "--set", f"seed={seed}", "--quiet", *extra] + (["--resume"] if args.resume else [])
+        if args.records:
+            path = Path(args.records) / f"seed{seed}.json.gz"
+            if not path.is_file():
+                print(f"no record for seed {seed}: {path} is missing (benchmarks/records.py save)")
+                return 1
+            reports.append(as_report(read(path)))
+            continue
         if args.summary_only:
             if not (out / "report.json").is_file():
                 print(f"no report for seed {seed}: {out / 'report.json'} is missing; run without --summary-only")
@@ -196,14 +208,18 @@ def main(argv: list[str] | None = None) -> int:
             report = merge(report, json.loads(other.read_text()))
         reports.append(report)
     first = reports[0]
+    missing = {r["seed"]: sorted(set(first["methods"]) - set(r["methods"])) for r in reports}
+    if any(missing.values()):  # every comparison is paired within a seed: no method may lack one
+        print("methods missing: " + "; ".join(f"seed {k}: {', '.join(v)}" for k, v in missing.items() if v))
+        return 1
     summary = {"benchmark": args.name or first["benchmark"]["name"],
                "metric": first["benchmark"].get("metric", "accuracy"),
                "command": " ".join(["python benchmarks/seeds.py", *argv]), "seeds": args.seeds,
                "test_examples": sum(c["test"] for c in first["benchmark"]["clients"]),
                "config": {k: first["config"][k] for k in ("model", "data", "fed", "fuse")},
-               "machines": {str(r["seed"]): {k: r.get("environment", {}).get(k) for k in ("device", "threads", "torch")}
-                            for r in reports},
+               "machines": {str(r["seed"]): machines(r) for r in reports},
                **summarize(reports), "curves": learning_curves(reports)}
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "summary.json").write_text(json.dumps(summary, indent=2))
     if args.results:
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         plot_curves(summary["curves"], Path(args.figure), summary["metric"])
     print(format_summary(summary))
     return 0
+
+
+def machines(report: dict) -> dict:
+    """Where a seed ran: its report's machine, and each method's where that differs (a seed record's
+    methods may come from several sessions or machines)."""
+    keys = ("device", "threads", "torch")
+    env = {k: report.get("environment", {}).get(k) for k in keys}
+    other = {n: {k: m["environment"].get(k) for k in keys} for n, m in report["methods"].items()
+             if "environment" in m and {k: m["environment"].get(k) for k in keys} != env}
+    return {**env, **({"methods": other} if other else {})}
 
 
 def format_summary(summary: dict) -> str:

@@ -31,9 +31,12 @@ def tiny_ctx(tiny_cfg, tmp_path):
 def benchmark_script(name: str):
     """A script of ``benchmarks/`` (not a package) loaded as a module, e.g. ``benchmark_script("seeds")``."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:  # as when run as a script: the scripts import each other
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

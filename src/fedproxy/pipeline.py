@@ -49,6 +49,8 @@ def run(cfg: RunConfig, out: Path, resume: bool = False, progress: bool = True, 
         clock = work.with_name(f"{name}.clock.json")
         earlier = checkpoint.earlier_seconds(work, clock, resume)
         results[name] = run_recipe(ctx, METHODS.get(name))
+        # each method's machine: a benchmark seed's methods may run in different sessions and places
+        results[name]["environment"] = environment(str(ctx.device), ctx.bf16)
         if earlier:  # a resumed method's cost includes what its earlier invocations kept
             results[name].update(wall_seconds=results[name]["wall_seconds"] + earlier, earlier_seconds=earlier)
         path.write_text(json.dumps(results[name], indent=2))
@@ -77,11 +79,15 @@ def _report(cfg: RunConfig, benchmark: dict, device: str, bf16: bool, seconds: f
         "seed": cfg.seed,
         "config": cfg.to_dict(),
         "benchmark": benchmark,
-        "environment": {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
-                        "bf16_autocast": bf16, "python": platform.python_version(), "machine": platform.machine()},
+        "environment": environment(device, bf16),
         "total_seconds": seconds,
         "methods": results,
     }
+
+
+def environment(device: str, bf16: bool) -> dict:
+    return {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+            "bf16_autocast": bf16, "python": platform.python_version(), "machine": platform.machine()}
 
 
 def report_finished(out: Path, cache=None) -> Path:
@@ -98,7 +104,8 @@ def report_finished(out: Path, cache=None) -> Path:
     if not results:
         raise ConfigError(f"{out} has no finished method yet (results/*.json); wait for the first one")
     bench = load_benchmark(cfg.data, cfg.seed, cache, server_text=False)
-    report = _report(cfg, bench.describe(), "see the run's log", cfg.bf16,
+    devices = sorted({r["environment"]["device"] for r in results.values() if "environment" in r})
+    report = _report(cfg, bench.describe(), "/".join(devices) or "see the run's log", cfg.bf16,
                      sum(r.get("wall_seconds", 0.0) for r in results.values()), results)
     report["unfinished"] = [m for m in cfg.methods if m not in results]
     return write_report(report, out)
@@ -109,15 +116,20 @@ def report_finished(out: Path, cache=None) -> Path:
 _RESUMABLE = ("methods", "device", "threads")
 
 
+def config_changes(before: dict, now: dict) -> list[str]:
+    """The settings in which two flat configs (``RunConfig.to_flat``) differ, other than those a resumed
+    run may change (``_RESUMABLE``), as ``key: before -> now``; empty when their results may be mixed.
+    A key that ``before``'s version did not have yet, at its default, changes nothing."""
+    defaults = RunConfig().to_flat()
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+            if k not in _RESUMABLE and before.get(k) != now.get(k)
+            and not (k not in before and now.get(k) == defaults.get(k))]
+
+
 def _record_config(cfg: RunConfig, path: Path, resume: bool) -> None:
     now = cfg.to_flat()
     if resume and path.is_file():
-        before = json.loads(path.read_text())
-        defaults = RunConfig().to_flat()
-        # A key the first invocation's version did not have yet, at its default, changes nothing.
-        changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-                   if k not in _RESUMABLE and before.get(k) != now.get(k)
-                   and not (k not in before and now.get(k) == defaults.get(k))]
+        changed = config_changes(json.loads(path.read_text()), now)
         if changed:
             raise ConfigError(
                 f"--resume in {path.parent} with a different config ({'; '.join(changed)}); "

@@ -15,6 +15,7 @@ from . import checkpoint
 from .compress import ProxyMap, compress, load_proxy, save_proxy
 from .context import RunContext
 from .eval import headline
+from .frozen_cache import digest
 from .fuse import fuse_into, select_fusion
 from .modeling import load_params, snapshot
 
@@ -42,6 +43,9 @@ def make_proxy(ctx: RunContext, compress_cfg, work: Path):
         return proxy.to(ctx.device), pmap, {**info, "shared_from": str(shared)}
     comp = compress(ctx.llm, ctx.server_text_batches(compress_cfg.distill_batch), compress_cfg, ctx.device,
                     ctx.cfg.seed, ctx.bf16, ckpt_dir=work, progress=ctx.progress)
+    # The proxy's content digest: methods of one seed run in different sessions (or machines) each
+    # compress again, and benchmarks/records.py checks that they trained the same proxy.
+    comp.info.update(proxy_key=shared.name, proxy_digest=digest(dict(comp.proxy.named_parameters())))
     save_proxy(comp.proxy, comp.pmap, shared, ctx.tokenizer)
     (shared / "compress_info.json").write_text(json.dumps(comp.info))  # written last: marks the copy complete
     return comp.proxy, comp.pmap, comp.info

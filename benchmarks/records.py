@@ -1,0 +1,167 @@
+"""Seed records: a benchmark seed's finished methods, kept in git so a seed can span sessions and machines.
+
+A `converge` seed takes hours on 2 CPU cores, longer than a working session, and a session's run
+folders do not outlive its machine. So each seed's finished methods are kept, small, in
+``benchmarks/results/records/<benchmark>/seed<N>.json.gz``: the run's config, its benchmark
+description, and every finished method's result (per-example test scores and answers, the fusion
+decision, the curve), each with the machine it ran on. No weights, no data.
+
+    python benchmarks/records.py save runs/converge-qa/seed1 benchmarks/results/records/qa-converge/seed1.json.gz
+    python benchmarks/records.py restore benchmarks/results/records/qa-converge/seed1.json.gz runs/converge-qa/seed1
+    fedproxy run --config converge-qa --out runs/converge-qa/seed1 --set seed=1 --resume   # the methods left
+    python benchmarks/records.py status benchmarks/results/records/qa-converge
+
+``save`` adds the run's finished methods to the record (a method the run has replaces the
+record's), after checking that both hold the same experiment (``fedproxy.pipeline.config_changes``)
+and that methods sharing a proxy (``fedproxy`` and ``proxy-centralized``) trained the same one
+(its content digest): each session compresses it again. ``restore`` writes the record's methods
+into a run folder, where ``--resume`` skips them. ``benchmarks/seeds.py --records DIR`` summarizes
+the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+
+from fedproxy.errors import ConfigError, FedProxyError
+from fedproxy.pipeline import config_changes, report_finished
+
+FORMAT = "fedproxy-seed-record/1"
+
+
+def read(path: Path) -> dict:
+    """A record, checked for its format."""
+    try:
+        record = json.loads(gzip.decompress(Path(path).read_bytes()))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not a seed record ({e}); write one with `records.py save`") from e
+    if record.get("format") != FORMAT:
+        raise ConfigError(f"{path}: format {record.get('format')!r}, expected {FORMAT!r}")
+    return record
+
+
+def write(record: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mtime=0: the same record gives the same bytes, so an unchanged seed leaves git clean
+    path.write_bytes(gzip.compress(json.dumps(record, sort_keys=True).encode(), mtime=0))
+
+
+def proxy_mismatches(methods: dict) -> list[str]:
+    """Methods that compressed a proxy under the same key (``fedproxy.proxies.proxy_key``) but got
+    different weights: they did not train the same proxy, so their comparison is not paired."""
+    seen: dict[str, tuple[str, str]] = {}
+    bad = []
+    for name, m in methods.items():
+        comp = m.get("compression", {})
+        key, dig = comp.get("proxy_key"), comp.get("proxy_digest")
+        if key is None or dig is None:
+            continue
+        if key in seen and seen[key][1] != dig:
+            bad.append(f"{seen[key][0]} and {name} trained different proxies (digest {seen[key][1]} vs {dig})")
+        seen.setdefault(key, (name, dig))
+    return bad
+
+
+def save(run: Path, path: Path) -> dict:
+    """Add the finished methods of the run folder ``run`` to the record at ``path`` (made if missing)."""
+    report_finished(run)  # writes run/report.json from its results/*.json
+    report = json.loads((run / "report.json").read_text())
+    run_config = json.loads((run / "run_config.json").read_text())
+    # gain_recovered is the report's, against the methods present when it was written: left out
+    methods = {n: {**{k: v for k, v in m.items() if k != "gain_recovered"},
+                   "environment": m.get("environment", report["environment"])}
+               for n, m in report["methods"].items()}
+    if path.is_file():
+        record = read(path)
+        changed = config_changes(record["run_config"], run_config)
+        if changed:
+            raise ConfigError(f"{run} holds another experiment than {path} ({'; '.join(changed)}); "
+                              "save it under another name")
+        methods = {**record["methods"], **methods}
+    bad = proxy_mismatches(methods)
+    if bad:
+        raise ConfigError(f"{path}: {'; '.join(bad)}. Compression was not reproduced in this session "
+                          "(another machine or torch version?); rerun those methods together")
+    record = {"format": FORMAT, "seed": report["seed"], "fedproxy_version": report["fedproxy_version"],
+              "config": report["config"], "run_config": run_config, "benchmark": report["benchmark"],
+              "methods": {n: methods[n] for n in sorted(methods)}}
+    write(record, path)
+    return record
+
+
+def restore(path: Path, run: Path) -> list[str]:
+    """Write the record's methods into the run folder ``run`` (those it lacks), so that
+    ``fedproxy run --resume`` there runs only the methods left; returns the names written."""
+    record = read(path)
+    run.mkdir(parents=True, exist_ok=True)
+    config = run / "run_config.json"
+    if config.is_file():
+        changed = config_changes(json.loads(config.read_text()), record["run_config"])
+        if changed:
+            raise ConfigError(f"{run} holds another experiment than {path} ({'; '.join(changed)})")
+    else:
+        config.write_text(json.dumps(record["run_config"], indent=2))
+    (run / "results").mkdir(exist_ok=True)
+    written = []
+    for name, m in record["methods"].items():
+        target = run / "results" / f"{name}.json"
+        if not target.is_file():
+            target.write_text(json.dumps(m, indent=2))
+            written.append(name)
+    return written
+
+
+def as_report(record: dict) -> dict:
+    """The record as a ``report.json`` of its seed (what ``benchmarks/seeds.py`` summarizes); its
+    ``environment`` is the FedProxy method's machine, and each method keeps its own."""
+    methods = record["methods"]
+    env = methods.get("fedproxy", next(iter(methods.values()), {})).get("environment", {})
+    return {"fedproxy_version": record["fedproxy_version"], "seed": record["seed"], "config": record["config"],
+            "benchmark": record["benchmark"], "environment": env, "methods": methods}
+
+
+def status(folder: Path) -> str:
+    """Which methods each seed record in ``folder`` holds, and where each ran."""
+    lines = []
+    for path in sorted(Path(folder).glob("seed*.json.gz")):
+        record = read(path)
+        lines.append(f"{path.name}: seed {record['seed']}")
+        for name, m in record["methods"].items():
+            env = m.get("environment", {})
+            lines.append(f"  {name}: {m.get('wall_seconds', 0) / 60:.0f} min on {env.get('device')} "
+                         f"({env.get('threads')} threads, torch {env.get('torch')})")
+    return "\n".join(lines) or f"no seed records in {folder}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("save", help="add a run folder's finished methods to a seed record")
+    s.add_argument("run", type=Path)
+    s.add_argument("record", type=Path)
+    r = sub.add_parser("restore", help="write a seed record's methods into a run folder, for --resume")
+    r.add_argument("record", type=Path)
+    r.add_argument("run", type=Path)
+    st = sub.add_parser("status", help="the methods each seed record in a folder holds")
+    st.add_argument("folder", type=Path)
+    args = p.parse_args(argv)
+    if args.cmd == "save":
+        record = save(args.run, args.record)
+        print(f"{args.record}: seed {record['seed']}, methods {', '.join(record['methods'])}")
+    elif args.cmd == "restore":
+        written = restore(args.record, args.run)
+        print(f"{args.run}: restored {', '.join(written) or 'nothing (the run has them all)'}")
+    else:
+        print(status(args.folder))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except FedProxyError as e:  # a clear message, not a traceback
+        sys.exit(f"error: {e}")

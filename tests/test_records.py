@@ -1,0 +1,71 @@
+"""benchmarks/records.py: a seed's methods run in two sessions, kept in one record, summarized by seeds.py."""
+
+import json
+
+import pytest
+
+from fedproxy.cli import main
+from fedproxy.errors import ConfigError
+from tests.conftest import benchmark_script
+
+
+def _run(out, methods, *extra):
+    assert main(["run", "--config", "tiny", "--out", str(out), "--quiet", "--resume",
+                 "--set", f"methods={json.dumps(methods)}", *extra]) == 0
+
+
+def test_a_seed_split_over_two_sessions_resumes_from_its_record_and_is_summarized(tmp_path, capsys):
+    records, seeds = benchmark_script("records"), benchmark_script("seeds")
+    rec = tmp_path / "records" / "seed0.json.gz"
+    _run(tmp_path / "first", ["zero-shot", "fedproxy"])
+    records.save(tmp_path / "first", rec)
+    first = json.loads((tmp_path / "first" / "results" / "fedproxy.json").read_text())
+
+    # a later session on a new machine: nothing of the first run folder is left but the record
+    second = tmp_path / "second"
+    assert records.restore(rec, second) == ["fedproxy", "zero-shot"]
+    _run(second, ["zero-shot", "fedproxy", "proxy-centralized"])
+    # the restored methods were not run again, and the proxy compressed anew is the same one
+    assert json.loads((second / "results" / "fedproxy.json").read_text()) == json.loads(json.dumps(first))
+    record = records.save(second, rec)
+    assert sorted(record["methods"]) == ["fedproxy", "proxy-centralized", "zero-shot"]
+    comp = {n: record["methods"][n]["compression"] for n in ("fedproxy", "proxy-centralized")}
+    assert comp["fedproxy"]["proxy_digest"] == comp["proxy-centralized"]["proxy_digest"]
+    assert "shared_from" not in comp["proxy-centralized"]  # compressed again in the second session
+    assert all(m["environment"]["device"] == "cpu" for m in record["methods"].values())
+
+    capsys.readouterr()
+    assert seeds.main(["--seeds", "0", "--records", str(rec.parent), "--out", str(tmp_path / "s")]) == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"zero-shot", "fedproxy", "proxy-centralized"}
+    assert summary["methods"]["fedproxy"]["score"]["per_seed"][0] == pytest.approx(first["score"])
+    assert "proxy-centralized - fedproxy" in summary["paired"]
+
+
+def test_a_record_refuses_another_experiment_and_a_seed_missing_a_method_is_named(tmp_path, capsys):
+    records, seeds = benchmark_script("records"), benchmark_script("seeds")
+    rec = tmp_path / "records"
+    _run(tmp_path / "a", ["zero-shot", "fedproxy"])
+    records.save(tmp_path / "a", rec / "seed0.json.gz")
+    _run(tmp_path / "b", ["zero-shot"], "--set", "fed.rounds=3")
+    with pytest.raises(ConfigError, match="fed.rounds: 2 -> 3"):
+        records.save(tmp_path / "b", rec / "seed0.json.gz")
+    with pytest.raises(ConfigError, match="another experiment"):
+        records.restore(rec / "seed0.json.gz", tmp_path / "b")
+    _run(tmp_path / "c", ["zero-shot"], "--set", "seed=1")
+    records.save(tmp_path / "c", rec / "seed1.json.gz")
+    capsys.readouterr()
+    assert seeds.main(["--seeds", "0", "1", "--records", str(rec), "--out", str(tmp_path / "s")]) == 1
+    assert "seed 1: fedproxy" in capsys.readouterr().out
+    assert "seed1.json.gz: seed 1\n  zero-shot:" in records.status(rec)
+
+
+def test_methods_that_share_a_proxy_key_must_have_trained_the_same_proxy():
+    records = benchmark_script("records")
+    same = {"proxy_key": "k", "proxy_digest": "d1"}
+    methods = {"fedproxy": {"compression": same}, "proxy-centralized": {"compression": same},
+               "offsite-tuning": {"compression": {"proxy_key": "e", "proxy_digest": "d9"}}}
+    assert records.proxy_mismatches(methods) == []
+    methods["proxy-centralized"] = {"compression": {**same, "proxy_digest": "d2"}}
+    assert records.proxy_mismatches(methods) == ["fedproxy and proxy-centralized trained different proxies "
+                                                 "(digest d1 vs d2)"]
