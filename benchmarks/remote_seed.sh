@@ -50,7 +50,9 @@ seed)
   export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
   [ -f "$record" ] && python3 benchmarks/records.py restore "$record" "$run"
   save() { python3 benchmarks/records.py save "$run" "$outdir/$(basename "$record")" || true; }
-  ( while sleep 60; do [ -n "$(ls "$run"/results 2>/dev/null)" ] && save >/dev/null; done ) & saver=$!
+  # save when a method has finished since the last save (a save loads the data and redraws the report)
+  ( last=""; while sleep 60; do now=$(ls "$run"/results 2>/dev/null | tr '\n' ' ')
+      if [ -n "$now" ] && [ "$now" != "$last" ]; then save >/dev/null && last=$now; fi; done ) & saver=$!
   python3 -c "import sys; from fedproxy.cli import main; sys.exit(main())" run --out "$run" --resume --quiet "$@" || rc=$?
   kill $saver 2>/dev/null || true
   save
