@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fedproxy.config import CompressConfig
+from fedproxy.errors import ConfigError
 from fedproxy.modeling import snapshot
 from fedproxy.proxies import make_proxy, proxy_key, proxy_test_eval
 
@@ -91,6 +92,24 @@ def test_patience_watches_the_fused_llm_whether_or_not_the_curve_is_recorded(tin
     assert curve["score"] == watched["score"] and {"proxy_test_score", "fused_test_score"} <= set(curve)
     plain = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, patience=0, curve=False))(trained)
     assert set(plain) == {"val"}  # without patience or curve only the round check's validation pass
+
+
+def test_patience_can_watch_the_proxy_instead(tiny_ctx, tmp_path):
+    """``fed.stop_on=proxy``: the round check leaves ``score`` out, so the server's patience watches the
+    proxy's own validation score; without the curve no fused pass is made at all."""
+    from fedproxy.eval import headline
+    from fedproxy.proxies import round_monitor
+
+    fed = dataclasses.replace(tiny_ctx.cfg.fed, patience=2, stop_on="proxy")
+    proxy, pmap, _ = make_proxy(tiny_ctx, tiny_ctx.cfg.compress, tmp_path / "w")
+    trained = {k: v + 0.05 * torch.randn_like(v) for k, v in snapshot(proxy).items()}
+    bare = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, curve=False))(trained)
+    assert set(bare) == {"val"}
+    drawn = round_monitor(tiny_ctx, proxy, pmap, dataclasses.replace(fed, curve=True))(trained)
+    assert "score" not in drawn and {"fused_val_score", "fused_test_score", "proxy_test_score"} <= set(drawn)
+    assert headline(drawn["val"]) == headline(bare["val"])  # the score patience watches
+    with pytest.raises(ConfigError, match="fed.stop_on must be one of"):
+        dataclasses.replace(fed, stop_on="shipped")
 
 
 def test_when_clients_train_the_llm_itself_the_fused_llm_is_scored_once(tiny_ctx):

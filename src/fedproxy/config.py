@@ -125,6 +125,8 @@ class CompressConfig:
 
 # Aggregators that need only the (weighted) mean of the updates, which is all SecAgg+ reveals.
 SECURE_AGGREGATORS = ("fedavg", "fedavgm")
+# What fed.patience watches (fedproxy.proxies.round_monitor).
+STOP_ON = ("fused", "proxy")
 # How parameters travel each round (fedproxy.federated.wire).
 WIRE_DTYPES = ("float32", "float16")
 # What the first token of a label continuation is trained against (fedproxy.objectives.label_loss).
@@ -134,9 +136,14 @@ LABEL_SOFTMAX = ("vocab", "classes")
 @dataclass
 class FedConfig:
     rounds: int = _f(3, "federated rounds (the cap when patience > 0)")
-    patience: int = _f(0, "run to convergence: stop once the server-validation score of what would ship (the fused "
-                          "LLM at x1; for the LLM trained directly, the LLM) has not improved for this many rounds, "
-                          "and keep the best round; 0 = run exactly fed.rounds and keep the last")
+    patience: int = _f(0, "run to convergence: stop once the server-validation score that fed.stop_on names (by "
+                          "default the fused LLM at x1; for the LLM trained directly, the LLM) has not improved for "
+                          "this many rounds, and keep the best round; 0 = run exactly fed.rounds and keep the last")
+    stop_on: str = _f("fused", "what fed.patience watches on server validation: fused (the fused LLM at x1, what "
+                               "would ship at the plainest scale) or proxy (the global proxy itself: no fused pass "
+                               "when fed.curve is off, and not held back when x1 flattens while a larger plug-in "
+                               "scale, chosen after training, still gains); methods that train the LLM itself stop "
+                               "on the LLM either way")
     curve: bool = _f(False, "after every round also score the global proxy and the fused LLM (variant source, x1) "
                             "on validation and on the first fed.curve_test examples of each client's test split, "
                             "for the report's learning curve (final scores always use every test example)")
@@ -203,6 +210,7 @@ class FedConfig:
     def __post_init__(self) -> None:
         _check(self.rounds >= 1, f"fed.rounds must be >= 1, got {self.rounds}")
         _check(self.patience >= 0, f"fed.patience must be >= 0, got {self.patience}")
+        _check(self.stop_on in STOP_ON, f"fed.stop_on must be one of {STOP_ON}, got '{self.stop_on}'")
         _check(self.curve_test >= 1, f"fed.curve_test must be >= 1, got {self.curve_test}")
         _check(self.local_steps >= 1, f"fed.local_steps must be >= 1, got {self.local_steps}")
         _check(self.batch_size >= 1, f"fed.batch_size must be >= 1, got {self.batch_size}")

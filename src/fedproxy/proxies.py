@@ -70,14 +70,17 @@ def proxy_test_eval(ctx: RunContext, proxy, compress_cfg) -> dict:
 def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg, fused_is_proxy: bool = False):
     """The server's check of each round's global proxy (:class:`fedproxy.federated.FederatedServer`).
 
-    Scores the proxy on server validation. With ``fed.patience`` also the fused LLM (variant source,
-    x1) on validation, and that is the score patience watches: every method stops on what it would
-    ship, whether or not the curve is recorded. With ``fed.curve`` also the proxy and the fused LLM
-    on the first ``fed.curve_test`` examples of each test split (the report's learning curve).
+    Scores the proxy on server validation. With ``fed.patience`` (and ``fed.stop_on`` fused, the
+    default) also the fused LLM (variant source, x1) on validation, and that is the score patience
+    watches: every method stops on what it would ship, whether or not the curve is recorded. With
+    ``fed.stop_on`` proxy, patience watches the proxy's own validation score (the server's default,
+    when ``score`` is absent). With ``fed.curve`` also the fused LLM on validation, and the proxy and
+    the fused LLM on the first ``fed.curve_test`` examples of each test split (the learning curve).
     ``fused_is_proxy``: the clients train the LLM itself (identity map), so the fused LLM at x1 is
     the proxy and is scored once.
     """
-    curve, fused = fed_cfg.curve, fed_cfg.curve or fed_cfg.patience > 0
+    watch_fused = fed_cfg.patience > 0 and fed_cfg.stop_on == "fused"
+    curve, fused = fed_cfg.curve, fed_cfg.curve or watch_fused
     base = snapshot(proxy) if fused and not fused_is_proxy else {}  # the proxy as compressed, before any round
 
     def monitor(params, full: bool = True) -> dict:
@@ -87,15 +90,17 @@ def round_monitor(ctx: RunContext, proxy, pmap: ProxyMap, fed_cfg, fused_is_prox
             if curve:
                 out["proxy_test_score"] = headline(ctx.evaluate(proxy, fed_cfg.curve_test, loss=False))
             if fused_is_proxy:
-                out["fused_val_score"] = out["score"] = headline(out["val"])
+                out["fused_val_score"] = headline(out["val"])
                 if curve:
                     out["fused_test_score"] = out["proxy_test_score"]
-                return out
-            fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
-            out["fused_val_score"] = out["score"] = ctx.val_accuracy(ctx.llm)
-            if curve:
-                out["fused_test_score"] = headline(ctx.evaluate(ctx.llm, fed_cfg.curve_test, loss=False))
-            ctx.restore_llm()
+            else:
+                fuse_into(ctx.llm, {k: params[k] - base[k].float().cpu() for k in params}, pmap)
+                out["fused_val_score"] = ctx.val_accuracy(ctx.llm)
+                if curve:
+                    out["fused_test_score"] = headline(ctx.evaluate(ctx.llm, fed_cfg.curve_test, loss=False))
+                ctx.restore_llm()
+            if watch_fused:
+                out["score"] = out["fused_val_score"]
         return out
 
     return monitor
