@@ -15,6 +15,7 @@ Usage (the tables in docs/results.md and docs/experiments.md):
     python benchmarks/ablation.py --suite pooled-full --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}'
     python benchmarks/ablation.py --suite privacy --out runs/ablation
+    python benchmarks/ablation.py --suite stopping --config converge-qa --out runs/ablation
     python benchmarks/ablation.py --suite rollback --seeds 0 1 2 3 4 --out runs/ablation
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
@@ -117,6 +118,9 @@ SUITES: dict[str, dict[str, list[str]]] = {
     # zero-shot runs beside each (seconds) so every row counts harm: the shipped model below it or collapsed.
     "rollback": {"no rollback": ['methods=["fedproxy", "zero-shot"]'],
                  "rollback": ['methods=["fedproxy", "zero-shot"]', "fed.rollback=true"]},
+    # What patience watches: the fused LLM at x1 (default) or the global proxy (fed.stop_on). On converge-qa
+    # seeds 0 and 1 x1 flattened from round 5-6 while the proxy still gained and x2 shipped.
+    "stopping": {"patience on the fused LLM at x1": [], "patience on the proxy": ["fed.stop_on=proxy"]},
     "transfer": {
         "default": [],
         "more-rounds (6x5)": ["fed.rounds=6", "fed.local_steps=5"],
