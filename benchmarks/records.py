@@ -11,6 +11,12 @@ decision, the curve), each with the machine it ran on. No weights, no data.
     fedproxy run --config converge-qa --out runs/converge-qa/seed1 --set seed=1 --resume   # the methods left
     python benchmarks/records.py status benchmarks/results/records/qa-converge
 
+A run that outlasts the session loses only the method it was on if a watcher saves each method as it
+finishes (it returns after the run's process ends, with a last save):
+
+    fedproxy run --config converge-qa --out runs/converge-qa/seed2 --set seed=2 --resume &
+    python benchmarks/records.py watch runs/converge-qa/seed2 benchmarks/results/records/qa-converge/seed2.json.gz --pid $!
+
 ``save`` adds the run's finished methods to the record (a method the run has replaces the
 record's), after checking that both hold the same experiment (``fedproxy.pipeline.config_changes``)
 and that methods sharing a proxy (``fedproxy`` and ``proxy-centralized``) trained the same one
@@ -24,7 +30,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fedproxy.errors import ConfigError, FedProxyError
@@ -115,6 +124,48 @@ def restore(path: Path, run: Path) -> list[str]:
     return written
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs; a zombie (ended, not yet reaped) has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    try:  # Linux: the state letter follows the command name in parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _finished(run: Path) -> tuple:
+    return tuple(sorted((f.name, f.stat().st_mtime_ns) for f in (run / "results").glob("*.json")))
+
+
+def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
+          log: Callable[[str], None] = print) -> int:
+    """:func:`save` the run folder ``run`` into ``path`` whenever a method finishes (its results
+    change), until process ``pid`` has ended (then a last look); without ``pid``, until interrupted.
+    A save that fails (a result still being written) is tried again at the next look. Returns the
+    number of saves."""
+    last, saves = None, 0
+    while True:
+        alive = pid is None or _alive(pid)  # read before looking, so the last look follows the end
+        state = _finished(run) if (run / "results").is_dir() else ()
+        if state and state != last:
+            try:
+                record = save(run, path)
+            except (FedProxyError, ValueError, OSError) as e:
+                log(f"{path}: not saved yet ({e}); trying again in {every:g} s")
+            else:
+                last, saves = state, saves + 1
+                log(f"{time.strftime('%H:%M:%S')} {path}: seed {record['seed']}, methods "
+                    f"{', '.join(record['methods'])}")
+        if not alive:
+            return saves
+        time.sleep(every)
+
+
 def as_report(record: dict) -> dict:
     """The record as a ``report.json`` of its seed (what ``benchmarks/seeds.py`` summarizes); its
     ``environment`` is the FedProxy method's machine, and each method keeps its own."""
@@ -148,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("run", type=Path)
     st = sub.add_parser("status", help="the methods each seed record in a folder holds")
     st.add_argument("folder", type=Path)
+    w = sub.add_parser("watch", help="save a run folder into a seed record each time a method finishes")
+    w.add_argument("run", type=Path)
+    w.add_argument("record", type=Path)
+    w.add_argument("--pid", type=int, help="the run's process: stop after it ends (default: run until interrupted)")
+    w.add_argument("--every", type=float, default=60.0, help="seconds between looks (default 60)")
     args = p.parse_args(argv)
     if args.cmd == "save":
         record = save(args.run, args.record)
@@ -155,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "restore":
         written = restore(args.record, args.run)
         print(f"{args.run}: restored {', '.join(written) or 'nothing (the run has them all)'}")
+    elif args.cmd == "watch":
+        if args.pid is not None and not _alive(args.pid):
+            raise ConfigError(f"--pid {args.pid}: no such process running; give the run's process id "
+                              "(`$!` after starting it with &)")
+        watch(args.run, args.record, args.pid, args.every, lambda m: print(m, flush=True))
     else:
         print(status(args.folder))
     return 0

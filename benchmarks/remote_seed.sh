@@ -49,13 +49,13 @@ seed)
   done
   export PYTHONPATH=/tmp/site:$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
   [ -f "$record" ] && python3 benchmarks/records.py restore "$record" "$run"
-  save() { python3 benchmarks/records.py save "$run" "$outdir/$(basename "$record")" || true; }
-  # save when a method has finished since the last save (a save loads the data and redraws the report)
-  ( last=""; while sleep 60; do now=$(ls "$run"/results 2>/dev/null | tr '\n' ' ')
-      if [ -n "$now" ] && [ "$now" != "$last" ]; then save >/dev/null && last=$now; fi; done ) & saver=$!
-  python3 -c "import sys; from fedproxy.cli import main; sys.exit(main())" run --out "$run" --resume --quiet "$@" || rc=$?
-  kill $saver 2>/dev/null || true
-  save
+  saved="$outdir/$(basename "$record")"
+  python3 -c "import sys; from fedproxy.cli import main; sys.exit(main())" run --out "$run" --resume --quiet "$@" & pid=$!
+  # a save each time a method finishes, so a run cut off by a time limit keeps what it finished
+  python3 benchmarks/records.py watch "$run" "$saved" --pid $pid >/dev/null & watcher=$!
+  wait $pid || rc=$?
+  kill $watcher 2>/dev/null || true
+  python3 benchmarks/records.py save "$run" "$saved" || true
   exit ${rc:-0}
   ;;
 *) echo "unknown command $cmd: pack, stash or seed" >&2; exit 2 ;;

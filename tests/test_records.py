@@ -1,6 +1,10 @@
 """benchmarks/records.py: a seed's methods run in two sessions, kept in one record, summarized by seeds.py."""
 
 import json
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -69,3 +73,29 @@ def test_methods_that_share_a_proxy_key_must_have_trained_the_same_proxy():
     methods["proxy-centralized"] = {"compression": {**same, "proxy_digest": "d2"}}
     assert records.proxy_mismatches(methods) == ["fedproxy and proxy-centralized trained different proxies "
                                                  "(digest d1 vs d2)"]
+
+
+def test_watch_saves_each_method_of_a_running_run_and_stops_when_it_ends(tmp_path):
+    records = benchmark_script("records")
+    out, rec = tmp_path / "run", tmp_path / "records" / "seed0.json.gz"
+    proc = subprocess.Popen([sys.executable, "-c", "from fedproxy.cli import main; raise SystemExit(main())",
+                             "run", "--config", "tiny", "--out", str(out), "--quiet",
+                             "--set", 'methods=["zero-shot","fedproxy"]'])
+    threading.Thread(target=proc.wait, daemon=True).start()  # reaped as it ends, as a shell does
+    logs = []
+    saves = records.watch(out, rec, pid=proc.pid, every=0.2, log=logs.append)
+    assert proc.wait(timeout=30) == 0
+    assert sorted(records.read(rec)["methods"]) == ["fedproxy", "zero-shot"]
+    assert 1 <= saves == sum("methods" in m for m in logs)
+    assert records.watch(out, rec, pid=proc.pid, every=0.2, log=logs.append) == 1  # ended: one last look
+
+
+def test_watch_refuses_a_pid_that_is_not_running(tmp_path):
+    records = benchmark_script("records")
+    pid = subprocess.Popen([sys.executable, "-c", "pass"]).pid  # never reaped: a zombie once it ends
+    deadline = time.time() + 10
+    while records._alive(pid) and time.time() < deadline:  # a zombie counts as ended
+        time.sleep(0.05)
+    assert not records._alive(pid)
+    with pytest.raises(ConfigError, match=f"--pid {pid}: no such process"):
+        records.main(["watch", str(tmp_path), str(tmp_path / "r.json.gz"), "--pid", str(pid)])
