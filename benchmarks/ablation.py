@@ -15,7 +15,8 @@ Usage (the tables in docs/results.md and docs/experiments.md):
     python benchmarks/ablation.py --suite pooled-full --config converge --out runs/ablation \
         --baselines 'runs/converge/seed{seed}'
     python benchmarks/ablation.py --suite privacy --out runs/ablation
-    python benchmarks/ablation.py --suite stopping --config converge-qa --out runs/ablation
+    python benchmarks/ablation.py --suite stopping --config converge-qa --seeds 0 1 2 --out runs/ablation \
+        --records benchmarks/results/records/qa-converge
     python benchmarks/ablation.py --suite rollback --seeds 0 1 2 3 4 --out runs/ablation
     python benchmarks/ablation.py --suite gap --seeds 0 1 2 --out runs/ablation
 
@@ -25,7 +26,9 @@ results are resumable (--resume) and summarised in <out>/<suite>.json and on std
 std over seeds, and the paired difference to the first variant over seeds x test examples
 with its 95% bootstrap CI). ``--config`` picks the preset (default: the quick one). Within a
 seed, variants that do not change compress.* reuse the first variant's proxy
-(compress.proxy_dir), so compression runs once per seed.
+(compress.proxy_dir), so compression runs once per seed. With ``--records`` (seed records,
+benchmarks/records.py), a variant whose config is the record's own is not run again: the
+record's FedProxy is its row, and the record's baselines give the share of the centralized gain.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ from pathlib import Path
 import numpy as np
 
 from fedproxy.cli import main as fedproxy_main
+from fedproxy.config import load_config
 from fedproxy.errors import FedProxyError
 from fedproxy.eval import headline
 from fedproxy.eval.stats import gain_ci, paired_ci
+from fedproxy.pipeline import config_changes
 from fedproxy.report import example_scores, shipped_harm
+from records import as_report, read, restore  # benchmarks/records.py, beside this script
 
 SUITES: dict[str, dict[str, list[str]]] = {
     # The paper's stage 2 (arXiv 2604.19015 §4.2): H-TIES, the conflict-weighted proximal term
@@ -180,7 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proxy-dir", default=None, metavar="PATTERN",
                    help="a compressed proxy per seed for the variants that keep compress.*, e.g. "
                         "'runs/converge/seed{seed}/work/fedproxy/proxy' (the full run's own proxy)")
+    p.add_argument("--records", default=None, metavar="DIR",
+                   help="a folder of seed records (seed<N>.json.gz, benchmarks/records.py) of --config: a variant "
+                        "whose config is the record's own takes the record's FedProxy instead of running again, "
+                        "and the record's zero-shot and centralized give the share of the centralized gain "
+                        "(where --baselines is not given)")
     args = p.parse_args(argv)
+    records = {s: read(path) for s in args.seeds
+               if args.records and (path := Path(args.records, f"seed{s}.json.gz")).is_file()}
 
     def run_dir(seed: int, name: str) -> Path:
         return Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
@@ -199,20 +212,30 @@ def main(argv: list[str] | None = None) -> int:
         for name, overrides in variants.items():
             out = run_dir(seed, name)
             compress_default = not any(o.startswith("compress.") for o in overrides)
-            extra = [f"compress.proxy_dir={shared_proxy}"] if compress_default and shared_proxy else []
+            from_record = _is_record(records.get(seed), overrides, seed, args.config)
+            if from_record:  # its run folder gets the record's methods, so --resume runs none of them
+                restore(Path(args.records, f"seed{seed}.json.gz"), out)
+            share = compress_default and shared_proxy and not from_record
+            extra = [f"compress.proxy_dir={shared_proxy}"] if share else []
             finished = bool(args.only) and name not in args.only
-            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume or finished, args.config)
-            if compress_default and shared_proxy is None:  # the proxy every method of that run shared
-                shared_proxy = next((out / "work" / "compressed").iterdir())
-    baseline_scores = {}  # seed -> method -> per-example test scores of the --baselines run
-    if args.baselines:
-        for seed in args.seeds:
+            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume or finished or from_record,
+                                           args.config)
+            compressed = out / "work" / "compressed"  # absent where the row came from a record
+            if compress_default and shared_proxy is None and compressed.is_dir():  # what that run's methods shared
+                shared_proxy = next(compressed.iterdir())
+    baseline_scores = {}  # seed -> method -> per-example test scores of the --baselines run (or the record)
+    for seed in args.seeds:
+        if args.baselines:
             full = json.loads(Path(args.baselines.format(seed=seed), "report.json").read_text())
-            base, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
-            kept = [m for m in ("zero-shot", "centralized", "centralized-kept") if m in base]
-            baseline_scores[seed] = {m: example_scores(base[m], clients, required=True) for m in kept}
-            for by_seed in rows.values():
-                by_seed[seed]["other_methods"].update({m: headline(base[m]) for m in kept})
+        elif seed in records:
+            full = as_report(records[seed])
+        else:
+            continue
+        base, clients = full["methods"], [c["name"] for c in full["benchmark"]["clients"]]
+        kept = [m for m in ("zero-shot", "centralized", "centralized-kept") if m in base]
+        baseline_scores[seed] = {m: example_scores(base[m], clients, required=True) for m in kept}
+        for by_seed in rows.values():
+            by_seed[seed]["other_methods"].update({m: headline(base[m]) for m in kept})
     gains = _gain_recovered(rows, baseline_scores)
     # The IP gap: the fused LLM the owner ships against the trained proxy a client keeps.
     ip_gaps = {name: paired_ci([np.asarray(r["scores"]) for r in by_seed.values()],
@@ -251,6 +274,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {g['mean']:.0%} of the centralized gain (95% CI [{g['ci95'][0]:.0%}, {g['ci95'][1]:.0%}], "
               f"seeds {g['seeds']})")
     return 0
+
+
+def _is_record(record: dict | None, overrides: list[str], seed: int, config: str | None) -> bool:
+    """Whether a variant (``overrides`` on ``config``, at ``seed``) is the experiment of the seed record
+    ``record`` (same config up to the methods run) and the record holds its method."""
+    if record is None:
+        return False
+    method = next((json.loads(o.split("=", 1)[1])[0] for o in overrides if o.startswith("methods=")), "fedproxy")
+    variant = load_config(config).with_overrides([f"seed={seed}", *overrides]).to_flat()
+    return method in record["methods"] and not config_changes(record["run_config"], variant)
 
 
 def _gain_recovered(rows: dict[str, dict[int, dict]], baseline_scores: dict[int, dict]) -> dict:

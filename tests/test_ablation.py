@@ -1,0 +1,42 @@
+"""benchmarks/ablation.py: a variant that is a seed record's own experiment is read from the record, not run again."""
+
+import json
+
+from fedproxy.cli import main
+from tests.conftest import benchmark_script
+
+
+def test_a_variant_that_is_the_records_experiment_comes_from_the_record(tmp_path, capsys):
+    records, ablation = benchmark_script("records"), benchmark_script("ablation")
+    run, recs = tmp_path / "run", tmp_path / "records"
+    assert main(["run", "--config", "tiny", "--out", str(run), "--quiet",
+                 "--set", 'methods=["zero-shot","fedproxy","centralized"]']) == 0
+    records.save(run, recs / "seed0.json.gz")
+    recorded = json.loads((run / "results" / "fedproxy.json").read_text())
+
+    out = tmp_path / "ablation"
+    assert ablation.main(["--suite", "stopping", "--config", "tiny", "--seeds", "0", "--out", str(out),
+                          "--records", str(recs)]) == 0
+    table = capsys.readouterr().out
+    summary = json.loads((out / "stopping.json").read_text())
+    first, second = (out / "stopping" / "seed0" / d for d in ("patience-on-the-fused-llm-at-x1",
+                                                             "patience-on-the-proxy"))
+    # the record's FedProxy is the first row; nothing of it ran again (no work folder), the other variant ran
+    assert summary["rows"]["patience on the fused LLM at x1"]["0"]["fused_accuracy"] == recorded["score"]
+    assert not (first / "work").exists() and (second / "work").is_dir()
+    assert json.loads((second / "run_config.json").read_text())["fed.stop_on"] == "proxy"
+    # the record's zero-shot and centralized give each row its share of the centralized gain
+    assert set(summary["gain_recovered"]) == {"patience on the fused LLM at x1", "patience on the proxy"}
+    assert "of the centralized gain" in table
+
+
+def test_a_record_of_another_experiment_is_not_used(tmp_path):
+    records, ablation = benchmark_script("records"), benchmark_script("ablation")
+    run = tmp_path / "run"
+    assert main(["run", "--config", "tiny", "--out", str(run), "--quiet", "--set", "fed.rounds=1",
+                 "--set", 'methods=["fedproxy"]']) == 0
+    record = records.save(run, tmp_path / "seed0.json.gz")
+    assert ablation._is_record(record, ["fed.rounds=1"], 0, "tiny")
+    assert not ablation._is_record(record, [], 0, "tiny")  # the preset's rounds: another experiment
+    assert not ablation._is_record(record, ["fed.rounds=1"], 1, "tiny")  # another seed
+    assert not ablation._is_record(record, ["fed.rounds=1", 'methods=["proxy-centralized"]'], 0, "tiny")
