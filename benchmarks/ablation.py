@@ -198,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     def run_dir(seed: int, name: str) -> Path:
         return Path(args.out) / args.suite / f"seed{seed}" / re.sub(r"[^a-z0-9.=]+", "-", name.lower()).strip("-")
 
-    # --only chooses what runs; a finished variant is only read back (its run resumes with nothing left
-    # to do), so the suite's JSON keeps every row that exists instead of only the ones just run
-    variants = {n: o for n, o in SUITES[args.suite].items()
-                if not args.only or n in args.only or all((run_dir(s, n) / "report.json").is_file() for s in args.seeds)}
+    # --only chooses what runs; a finished variant (or one a seed record holds) is only read back (its run
+    # resumes with nothing left to do), so the suite's JSON keeps every row that exists, not only those just run
+    def finished(n: str, o: list[str]) -> bool:
+        return all((run_dir(s, n) / "report.json").is_file() or _is_record(records.get(s), o, s, args.config)
+                   for s in args.seeds)
+
+    variants = {n: o for n, o in SUITES[args.suite].items() if not args.only or n in args.only or finished(n, o)}
     if unknown := sorted(set(args.only or []) - set(SUITES[args.suite])):
         p.error(f"--only {unknown}: not variants of suite {args.suite}; its variants are "
                 + ", ".join(repr(n) for n in SUITES[args.suite]))
@@ -217,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 restore(Path(args.records, f"seed{seed}.json.gz"), out)
             share = compress_default and shared_proxy and not from_record
             extra = [f"compress.proxy_dir={shared_proxy}"] if share else []
-            finished = bool(args.only) and name not in args.only
-            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume or finished or from_record,
+            read_back = bool(args.only) and name not in args.only
+            rows[name][seed] = run_variant(out, overrides + extra, seed, args.resume or read_back or from_record,
                                            args.config)
             compressed = out / "work" / "compressed"  # absent where the row came from a record
             if compress_default and shared_proxy is None and compressed.is_dir():  # what that run's methods shared

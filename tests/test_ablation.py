@@ -28,6 +28,10 @@ def test_a_variant_that_is_the_records_experiment_comes_from_the_record(tmp_path
     # the record's zero-shot and centralized give each row its share of the centralized gain
     assert set(summary["gain_recovered"]) == {"patience on the fused LLM at x1", "patience on the proxy"}
     assert "of the centralized gain" in table
+    # --only the other variant: the record's row is still read back into the table
+    assert ablation.main(["--suite", "stopping", "--config", "tiny", "--seeds", "0", "--out", str(out),
+                          "--records", str(recs), "--resume", "--only", "patience on the proxy"]) == 0
+    assert set(json.loads((out / "stopping.json").read_text())["rows"]) == set(summary["rows"])
 
 
 def test_a_record_of_another_experiment_is_not_used(tmp_path):
