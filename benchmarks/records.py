@@ -17,6 +17,12 @@ finishes (it returns after the run's process ends, with a last save):
     fedproxy run --config converge-qa --out runs/converge-qa/seed2 --set seed=2 --resume &
     python benchmarks/records.py watch runs/converge-qa/seed2 benchmarks/results/records/qa-converge/seed2.json.gz --pid $!
 
+``continue`` does all three in one command (restore, the run with ``--resume``, the watcher), with the
+arguments after ``--`` passed to ``fedproxy run``:
+
+    python benchmarks/records.py continue benchmarks/results/records/qa-converge/seed2.json.gz \
+        runs/converge-qa/seed2 -- --config converge-qa --set seed=2
+
 ``save`` adds the run's finished methods to the record (a method the run has replaces the
 record's), after checking that both hold the same experiment (``fedproxy.pipeline.config_changes``)
 and that methods sharing a proxy (``fedproxy`` and ``proxy-centralized``) trained the same one
@@ -31,6 +37,7 @@ import argparse
 import gzip
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -166,6 +173,26 @@ def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
         time.sleep(every)
 
 
+def continue_seed(path: Path, run: Path, run_args: list[str], every: float = 60.0,
+                  log: Callable[[str], None] = print) -> int:
+    """Continue a seed: :func:`restore` the record ``path`` (if it exists) into ``run``, run
+    ``fedproxy run --out run --resume`` with ``run_args`` in a child process, and :func:`watch` it, so
+    each method is saved into the record as it finishes. Returns the run's exit status."""
+    if path.is_file():
+        written = restore(path, run)
+        log(f"{run}: restored {', '.join(written) or 'nothing (the run has them all)'}")
+    cmd = [sys.executable, "-c", "import sys; from fedproxy.cli import main; sys.exit(main())",
+           "run", "--out", str(run), "--resume", *run_args]
+    proc = subprocess.Popen(cmd)
+    try:
+        watch(run, path, proc.pid, every, log)
+    except KeyboardInterrupt:  # the run, in the same process group, was interrupted too: keep what it finished
+        proc.wait()
+        watch(run, path, proc.pid, every, log)
+        return 130
+    return proc.wait()
+
+
 def as_report(record: dict) -> dict:
     """The record as a ``report.json`` of its seed (what ``benchmarks/seeds.py`` summarizes); its
     ``environment`` is the FedProxy method's machine, and each method keeps its own."""
@@ -204,7 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("record", type=Path)
     w.add_argument("--pid", type=int, help="the run's process: stop after it ends (default: run until interrupted)")
     w.add_argument("--every", type=float, default=60.0, help="seconds between looks (default 60)")
+    c = sub.add_parser("continue", help="restore a seed record, run the methods left (fedproxy run --resume) and "
+                                        "save each into the record as it finishes")
+    c.add_argument("record", type=Path)
+    c.add_argument("run", type=Path)
+    c.add_argument("run_args", nargs=argparse.REMAINDER,
+                   help="after --: fedproxy run's arguments (--config, --set ...; --out and --resume are set)")
+    c.add_argument("--every", type=float, default=60.0, help="seconds between looks (default 60)")
     args = p.parse_args(argv)
+    if args.cmd == "continue":
+        run_args = args.run_args[1:] if args.run_args[:1] == ["--"] else args.run_args
+        if clash := sorted({"--out", "--resume"} & set(run_args)):
+            raise ConfigError(f"records.py continue sets {' and '.join(clash)} itself (the run folder is "
+                              f"{args.run}); leave them out of fedproxy run's arguments")
+        return continue_seed(args.record, args.run, run_args, args.every, lambda m: print(m, flush=True))
     if args.cmd == "save":
         record = save(args.run, args.record)
         print(f"{args.record}: seed {record['seed']}, methods {', '.join(record['methods'])}")

@@ -99,3 +99,29 @@ def test_watch_refuses_a_pid_that_is_not_running(tmp_path):
     assert not records._alive(pid)
     with pytest.raises(ConfigError, match=f"--pid {pid}: no such process"):
         records.main(["watch", str(tmp_path), str(tmp_path / "r.json.gz"), "--pid", str(pid)])
+
+
+def test_continue_restores_runs_the_methods_left_and_saves_them(tmp_path, capsys):
+    records = benchmark_script("records")
+    rec = tmp_path / "records" / "seed0.json.gz"
+    _run(tmp_path / "first", ["zero-shot"])
+    records.save(tmp_path / "first", rec)
+    zero_shot = records.read(rec)["methods"]["zero-shot"]
+
+    second = tmp_path / "second"  # a new machine: only the record is left
+    args = ["--config", "tiny", "--quiet", "--set", 'methods=["zero-shot","fedproxy"]']
+    assert records.main(["continue", "--every", "0.2", str(rec), str(second), "--", *args]) == 0
+    out = capsys.readouterr().out
+    assert f"{second}: restored zero-shot" in out
+    record = records.read(rec)
+    assert sorted(record["methods"]) == ["fedproxy", "zero-shot"]
+    assert record["methods"]["zero-shot"] == zero_shot  # restored, not run again
+    assert records.main(["continue", str(rec), str(second), "--", *args]) == 0  # nothing left: a no-op
+    assert "restored nothing" in capsys.readouterr().out
+
+    with pytest.raises(ConfigError, match="sets --out itself"):
+        records.main(["continue", str(rec), str(second), "--", "--config", "tiny", "--out", "elsewhere"])
+    # a run of another experiment fails as fedproxy run --resume does, and the record keeps what it held
+    assert records.main(["continue", "--every", "0.2", str(rec), str(second), "--", "--config", "tiny",
+                         "--quiet", "--set", "fed.rounds=3"]) != 0
+    assert records.read(rec)["methods"] == record["methods"]
