@@ -210,7 +210,8 @@ def status(folder: Path) -> str:
         lines.append(f"{path.name}: seed {record['seed']}")
         for name, m in record["methods"].items():
             env = m.get("environment", {})
-            lines.append(f"  {name}: {m.get('wall_seconds', 0) / 60:.0f} min on {env.get('device')} "
+            on = env.get("processor") or env.get("device")  # records before processor was recorded: the device
+            lines.append(f"  {name}: {m.get('wall_seconds', 0) / 60:.0f} min on {on} "
                          f"({env.get('threads')} threads, torch {env.get('torch')})")
     return "\n".join(lines) or f"no seed records in {folder}"
 

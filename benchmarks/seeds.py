@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 def machines(report: dict) -> dict:
     """Where a seed ran: its report's machine, and each method's where that differs (a seed record's
     methods may come from several sessions or machines)."""
-    keys = ("device", "threads", "torch")
+    keys = ("device", "processor", "threads", "torch")
     env = {k: report.get("environment", {}).get(k) for k in keys}
     other = {n: {k: m["environment"].get(k) for k in keys} for n, m in report["methods"].items()
              if "environment" in m and {k: m["environment"].get(k) for k in keys} != env}

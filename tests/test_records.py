@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from fedproxy.cli import main
 from fedproxy.errors import ConfigError
@@ -37,6 +38,10 @@ def test_a_seed_split_over_two_sessions_resumes_from_its_record_and_is_summarize
     assert comp["fedproxy"]["proxy_digest"] == comp["proxy-centralized"]["proxy_digest"]
     assert "shared_from" not in comp["proxy-centralized"]  # compressed again in the second session
     assert all(m["environment"]["device"] == "cpu" for m in record["methods"].values())
+    # the CPU each method ran on and the vector instructions torch used there, for comparing wall times
+    capability = f"({torch.backends.cpu.get_cpu_capability()})"
+    assert all(m["environment"]["processor"].endswith(capability) for m in record["methods"].values())
+    assert capability in records.status(rec.parent)
 
     capsys.readouterr()
     assert seeds.main(["--seeds", "0", "--records", str(rec.parent), "--out", str(tmp_path / "s")]) == 0
@@ -44,6 +49,7 @@ def test_a_seed_split_over_two_sessions_resumes_from_its_record_and_is_summarize
     assert set(summary["methods"]) == {"zero-shot", "fedproxy", "proxy-centralized"}
     assert summary["methods"]["fedproxy"]["score"]["per_seed"][0] == pytest.approx(first["score"])
     assert "proxy-centralized - fedproxy" in summary["paired"]
+    assert summary["machines"]["0"]["processor"].endswith(capability)
 
 
 def test_a_record_refuses_another_experiment_and_a_seed_missing_a_method_is_named(tmp_path, capsys):
