@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,24 +67,46 @@ def write(record: dict, path: Path) -> None:
     path.write_bytes(gzip.compress(json.dumps(record, sort_keys=True).encode(), mtime=0))
 
 
+# Two compressions of one proxy (same key) on processors with other vector instructions round
+# differently, so their weights, and digests, differ in the last bits. Their reference losses
+# before training then agree to about 1e-5; a proxy compressed otherwise differs by 1e-2 or more.
+PROXY_LOSS_RTOL = 1e-3
+
+
+def _same_proxy_behaviour(a: dict, b: dict) -> bool:
+    """Whether two methods' proxies, before any training, had the same reference loss on every test
+    client (to :data:`PROXY_LOSS_RTOL`): the same proxy up to floating-point rounding."""
+    pa, pb = (m.get("proxy_before_fl", {}).get("per_client", {}) for m in (a, b))
+    losses = [(pa[c].get("loss"), pb.get(c, {}).get("loss")) for c in pa]
+    return bool(losses) and set(pa) == set(pb) and all(
+        x is not None and y is not None and math.isclose(x, y, rel_tol=PROXY_LOSS_RTOL) for x, y in losses)
+
+
 def proxy_mismatches(methods: dict) -> list[str]:
     """Methods that compressed a proxy under the same key (``fedproxy.proxies.proxy_key``) but got
-    different weights: they did not train the same proxy, so their comparison is not paired."""
-    seen: dict[str, tuple[str, str]] = {}
+    different proxies: they did not train the same one, so their comparison is not paired. Weights
+    whose digests differ are the same proxy when the two scored alike before training
+    (:func:`_same_proxy_behaviour`): compressed again on another processor."""
+    seen: dict[str, tuple[str, dict]] = {}
     bad = []
     for name, m in methods.items():
         comp = m.get("compression", {})
         key, dig = comp.get("proxy_key"), comp.get("proxy_digest")
         if key is None or dig is None:
             continue
-        if key in seen and seen[key][1] != dig:
-            bad.append(f"{seen[key][0]} and {name} trained different proxies (digest {seen[key][1]} vs {dig})")
-        seen.setdefault(key, (name, dig))
+        if key in seen:
+            first, other = seen[key]
+            if other["compression"]["proxy_digest"] != dig and not _same_proxy_behaviour(other, m):
+                bad.append(f"{first} and {name} trained different proxies (digest "
+                           f"{other['compression']['proxy_digest']} vs {dig}, and their reference losses before "
+                           f"training differ by more than {PROXY_LOSS_RTOL:g})")
+        seen.setdefault(key, (name, m))
     return bad
 
 
-def save(run: Path, path: Path) -> dict:
-    """Add the finished methods of the run folder ``run`` to the record at ``path`` (made if missing)."""
+def save(run: Path, path: Path, check_proxy: bool = True) -> dict:
+    """Add the finished methods of the run folder ``run`` to the record at ``path`` (made if missing).
+    ``check_proxy=False`` skips :func:`proxy_mismatches`, for keeping a refused run's results only."""
     report_finished(run)  # writes run/report.json from its results/*.json
     report = json.loads((run / "report.json").read_text())
     run_config = json.loads((run / "run_config.json").read_text())
@@ -98,7 +121,7 @@ def save(run: Path, path: Path) -> dict:
             raise ConfigError(f"{run} holds another experiment than {path} ({'; '.join(changed)}); "
                               "save it under another name")
         methods = {**record["methods"], **methods}
-    bad = proxy_mismatches(methods)
+    bad = proxy_mismatches(methods) if check_proxy else []
     if bad:
         raise ConfigError(f"{path}: {'; '.join(bad)}. Compression was not reproduced in this session "
                           "(another machine or torch version?); rerun those methods together")
@@ -153,8 +176,10 @@ def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
           log: Callable[[str], None] = print) -> int:
     """:func:`save` the run folder ``run`` into ``path`` whenever a method finishes (its results
     change), until process ``pid`` has ended (then a last look); without ``pid``, until interrupted.
-    A save that fails (a result still being written) is tried again at the next look. Returns the
-    number of saves."""
+    A save that fails (a result still being written) is tried again at the next look. A save the
+    record refuses (:func:`save`: another experiment, another proxy) goes to :func:`refused_path`
+    instead, so the run's finished methods outlive its machine either way. Returns the number of
+    saves into ``path``."""
     last, saves = None, 0
     while True:
         alive = pid is None or _alive(pid)  # read before looking, so the last look follows the end
@@ -162,7 +187,15 @@ def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
         if state and state != last:
             try:
                 record = save(run, path)
-            except (FedProxyError, ValueError, OSError) as e:
+            except ConfigError as e:  # refused (another experiment, another proxy): waiting will not help
+                side, last = refused_path(path), state
+                try:  # this run's methods on their own, so nothing it finished is lost
+                    save(run, side, check_proxy=False)
+                    where = f"this run's methods are saved in {side} instead"
+                except (FedProxyError, ValueError, OSError) as e2:
+                    where = f"nor could they be saved in {side} ({e2}): they are only in {run / 'results'}"
+                log(f"{time.strftime('%H:%M:%S')} {path}: REFUSED: {e}; {where}")
+            except (FedProxyError, ValueError, OSError) as e:  # e.g. a result still being written
                 log(f"{path}: not saved yet ({e}); trying again in {every:g} s")
             else:
                 last, saves = state, saves + 1
@@ -171,6 +204,11 @@ def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
         if not alive:
             return saves
         time.sleep(every)
+
+
+def refused_path(path: Path) -> Path:
+    """Where :func:`watch` keeps a run's methods that the record at ``path`` refused."""
+    return path.with_name(path.name.removesuffix(".json.gz") + ".refused.json.gz")
 
 
 def continue_seed(path: Path, run: Path, run_args: list[str], every: float = 60.0,
@@ -183,6 +221,8 @@ def continue_seed(path: Path, run: Path, run_args: list[str], every: float = 60.
         log(f"{run}: restored {', '.join(written) or 'nothing (the run has them all)'}")
     cmd = [sys.executable, "-c", "import sys; from fedproxy.cli import main; sys.exit(main())",
            "run", "--out", str(run), "--resume", *run_args]
+    refused = refused_path(path)
+    before = refused.stat().st_mtime_ns if refused.is_file() else None
     proc = subprocess.Popen(cmd)
     try:
         watch(run, path, proc.pid, every, log)
@@ -190,7 +230,11 @@ def continue_seed(path: Path, run: Path, run_args: list[str], every: float = 60.
         proc.wait()
         watch(run, path, proc.pid, every, log)
         return 130
-    return proc.wait()
+    rc = proc.wait()
+    if (refused.stat().st_mtime_ns if refused.is_file() else None) != before:
+        log(f"{path} refused this run's methods (above); they are in {refused}")
+        return rc or 1
+    return rc
 
 
 def as_report(record: dict) -> dict:

@@ -78,7 +78,55 @@ def test_methods_that_share_a_proxy_key_must_have_trained_the_same_proxy():
     assert records.proxy_mismatches(methods) == []
     methods["proxy-centralized"] = {"compression": {**same, "proxy_digest": "d2"}}
     assert records.proxy_mismatches(methods) == ["fedproxy and proxy-centralized trained different proxies "
-                                                 "(digest d1 vs d2)"]
+                                                 "(digest d1 vs d2, and their reference losses before training "
+                                                 "differ by more than 0.001)"]
+
+
+def _before(**losses):
+    return {"proxy_before_fl": {"per_client": {c: {"score": 0.1, "loss": v} for c, v in losses.items()}}}
+
+
+def test_a_proxy_compressed_again_on_another_processor_is_the_same_proxy_when_it_scores_alike():
+    records = benchmark_script("records")
+    comp = {"proxy_key": "k", "proxy_digest": "d1"}
+    first = {"compression": comp, **_before(a=8.3881, b=2.5)}
+
+    def other(**losses):  # the same key compressed again: last-bit differences change the digest
+        return records.proxy_mismatches({"fedproxy": first, "proxy-centralized": {
+            "compression": {**comp, "proxy_digest": "d2"}, **_before(**losses)}})
+
+    assert other(a=8.3881 * (1 + 2e-5), b=2.5 * (1 - 1e-5)) == []  # rounding: the same proxy
+    assert other(a=8.3881 * 1.01, b=2.5) != []  # one client's loss 1% off: another proxy
+    assert other(a=8.3881) != []  # a client missing
+    assert records.proxy_mismatches({"fedproxy": first, "proxy-centralized": {  # no losses to compare
+        "compression": {**comp, "proxy_digest": "d2"}}}) != []
+
+
+def test_watch_keeps_a_refused_run_beside_the_record(tmp_path):
+    records = benchmark_script("records")
+    rec = tmp_path / "records" / "seed0.json.gz"
+    _run(tmp_path / "a", ["zero-shot", "fedproxy"])
+    records.save(tmp_path / "a", rec)
+    held = records.read(rec)
+    # the run's own fedproxy trained another proxy than the record's, as another machine might
+    run = tmp_path / "b"
+    records.restore(rec, run)
+    (run / "results" / "zero-shot.json").unlink()
+    result = json.loads((tmp_path / "a" / "results" / "fedproxy.json").read_text())
+    result["compression"]["proxy_digest"] = "another"
+    for c in result["proxy_before_fl"]["per_client"].values():
+        c["loss"] *= 1.05
+    (run / "results" / "fedproxy.json").write_text(json.dumps(result))
+    _run(run, ["zero-shot", "fedproxy", "proxy-centralized"])  # fedproxy kept as it is; the other two run, compressing anew
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    logs = []
+    assert records.watch(run, rec, pid=ended.pid, every=0.1, log=logs.append) == 0
+    assert "REFUSED" in logs[-1] and "trained different proxies" in logs[-1]
+    assert records.read(rec) == held  # the record is as it was
+    kept = records.read(records.refused_path(rec))  # and nothing the run finished is lost
+    assert sorted(kept["methods"]) == ["fedproxy", "proxy-centralized", "zero-shot"]
+    assert kept["methods"]["fedproxy"]["compression"]["proxy_digest"] == "another"
 
 
 def test_watch_saves_each_method_of_a_running_run_and_stops_when_it_ends(tmp_path):
