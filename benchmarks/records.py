@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from fedproxy.errors import ConfigError, FedProxyError
 from fedproxy.pipeline import config_changes, report_finished
@@ -173,15 +174,20 @@ def _finished(run: Path) -> tuple:
     return tuple(sorted((f.name, f.stat().st_mtime_ns) for f in (run / "results").glob("*.json")))
 
 
+class Watched(NamedTuple):
+    """What :func:`watch` did: saves into the record, and saves the record refused (kept beside it)."""
+    saves: int
+    refused: int
+
+
 def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
-          log: Callable[[str], None] = print) -> int:
+          log: Callable[[str], None] = print) -> Watched:
     """:func:`save` the run folder ``run`` into ``path`` whenever a method finishes (its results
     change), until process ``pid`` has ended (then a last look); without ``pid``, until interrupted.
     A save that fails (a result still being written) is tried again at the next look. A save the
     record refuses (:func:`save`: another experiment, another proxy) goes to :func:`refused_path`
-    instead, so the run's finished methods outlive its machine either way. Returns the number of
-    saves into ``path``."""
-    last, saves = None, 0
+    instead, so the run's finished methods outlive its machine either way."""
+    last, saves, refused = None, 0, 0
     while True:
         alive = pid is None or _alive(pid)  # read before looking, so the last look follows the end
         state = _finished(run) if (run / "results").is_dir() else ()
@@ -189,7 +195,7 @@ def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
             try:
                 record = save(run, path)
             except ConfigError as e:  # refused (another experiment, another proxy): waiting will not help
-                side, last = refused_path(path), state
+                side, last, refused = refused_path(path), state, refused + 1
                 try:  # this run's methods on their own, so nothing it finished is lost
                     save(run, side, check_proxy=False)
                     where = f"this run's methods are saved in {side} instead"
@@ -203,7 +209,7 @@ def watch(run: Path, path: Path, pid: int | None = None, every: float = 60.0,
                 log(f"{time.strftime('%H:%M:%S')} {path}: seed {record['seed']}, methods "
                     f"{', '.join(record['methods'])}")
         if not alive:
-            return saves
+            return Watched(saves, refused)
         time.sleep(every)
 
 
@@ -222,18 +228,16 @@ def continue_seed(path: Path, run: Path, run_args: list[str], every: float = 60.
         log(f"{run}: restored {', '.join(written) or 'nothing (the run has them all)'}")
     cmd = [sys.executable, "-c", "import sys; from fedproxy.cli import main; sys.exit(main())",
            "run", "--out", str(run), "--resume", *run_args]
-    refused = refused_path(path)
-    before = refused.stat().st_mtime_ns if refused.is_file() else None
     proc = subprocess.Popen(cmd)
     try:
-        watch(run, path, proc.pid, every, log)
+        watched = watch(run, path, proc.pid, every, log)
     except KeyboardInterrupt:  # the run, in the same process group, was interrupted too: keep what it finished
         proc.wait()
         watch(run, path, proc.pid, every, log)
         return 130
     rc = proc.wait()
-    if (refused.stat().st_mtime_ns if refused.is_file() else None) != before:
-        log(f"{path} refused this run's methods (above); they are in {refused}")
+    if watched.refused:
+        log(f"{path} refused this run's methods (above); they are in {refused_path(path)}")
         return rc or 1
     return rc
 
@@ -301,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.pid is not None and not _alive(args.pid):
             raise ConfigError(f"--pid {args.pid}: no such process running; give the run's process id "
                               "(`$!` after starting it with &)")
-        watch(args.run, args.record, args.pid, args.every, lambda m: print(m, flush=True))
+        if watch(args.run, args.record, args.pid, args.every, lambda m: print(m, flush=True)).refused:
+            return 1
     else:
         print(status(args.folder))
     return 0

@@ -135,7 +135,7 @@ def test_watch_keeps_a_refused_run_beside_the_record(tmp_path):
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     logs = []
-    assert records.watch(run, rec, pid=ended.pid, every=0.1, log=logs.append) == 0
+    assert records.watch(run, rec, pid=ended.pid, every=0.1, log=logs.append) == (0, 1)  # no save, one refusal
     assert "REFUSED" in logs[-1] and "trained different proxies" in logs[-1]
     assert records.read(rec) == held  # the record is as it was
     kept = records.read(records.refused_path(rec))  # and nothing the run finished is lost
@@ -151,11 +151,11 @@ def test_watch_saves_each_method_of_a_running_run_and_stops_when_it_ends(tmp_pat
                              "--set", 'methods=["zero-shot","fedproxy"]'])
     threading.Thread(target=proc.wait, daemon=True).start()  # reaped as it ends, as a shell does
     logs = []
-    saves = records.watch(out, rec, pid=proc.pid, every=0.2, log=logs.append)
+    saves, refused = records.watch(out, rec, pid=proc.pid, every=0.2, log=logs.append)
     assert proc.wait(timeout=30) == 0
     assert sorted(records.read(rec)["methods"]) == ["fedproxy", "zero-shot"]
-    assert 1 <= saves == sum("methods" in m for m in logs)
-    assert records.watch(out, rec, pid=proc.pid, every=0.2, log=logs.append) == 1  # ended: one last look
+    assert 1 <= saves == sum("methods" in m for m in logs) and refused == 0
+    assert records.watch(out, rec, pid=proc.pid, every=0.2, log=logs.append) == (1, 0)  # ended: one last look
 
 
 def test_watch_refuses_a_pid_that_is_not_running(tmp_path):
@@ -193,3 +193,19 @@ def test_continue_restores_runs_the_methods_left_and_saves_them(tmp_path, capsys
     assert records.main(["continue", "--every", "0.2", str(rec), str(second), "--", "--config", "tiny",
                          "--quiet", "--set", "fed.rounds=3"]) != 0
     assert records.read(rec)["methods"] == record["methods"]
+
+
+def test_continue_exits_non_zero_when_the_record_refuses_the_run_and_keeps_it_beside(tmp_path):
+    records = benchmark_script("records")
+    rec = tmp_path / "records" / "seed0.json.gz"
+    _run(tmp_path / "a", ["zero-shot", "fedproxy"])
+    records.save(tmp_path / "a", rec)
+    held = records.read(rec)  # the record's fedproxy trained another proxy than this machine will compress
+    held["methods"]["fedproxy"]["compression"]["proxy_digest"] = "another"
+    for c in held["methods"]["fedproxy"]["proxy_before_fl"]["per_client"].values():
+        c["loss"] *= 1.05
+    records.write(held, rec)
+    args = ["--config", "tiny", "--quiet", "--set", 'methods=["zero-shot","fedproxy","proxy-centralized"]']
+    assert records.main(["continue", "--every", "0.2", str(rec), str(tmp_path / "b"), "--", *args]) == 1
+    assert records.read(rec) == held
+    assert "proxy-centralized" in records.read(records.refused_path(rec))["methods"]
