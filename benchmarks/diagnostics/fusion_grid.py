@@ -6,9 +6,10 @@ Usage:
     python benchmarks/diagnostics/fusion_grid.py runs/default --variants source --parts all mlp attn
 
 Each row also has the test recall of every class (0: no example of that class predicted right);
-on a generation benchmark (token F1) the mean answer length in words instead. ``--proxy-alone`` also scores the tuned proxy on validation. ``--val-only``
-skips the test splits (minutes per candidate on 1,000 generated answers): what the run itself
-could see, for choosing which recipes deserve a test.
+on a generation benchmark (token F1) the mean answer length in words instead. ``--proxy-alone``
+also scores the tuned proxy on validation. ``--val-only`` skips the test splits (minutes per
+candidate on 1,000 generated answers): what the run itself could see, for choosing which
+recipes deserve a test.
 ``--parts`` fuses only part of each block's delta (``mlp``: the feed-forward tensors, ``attn``:
 attention, ``norm``: the norms), to see which parts of what the proxy learned carry over.
 
