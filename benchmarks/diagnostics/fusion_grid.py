@@ -34,6 +34,8 @@ from fedproxy.fuse import VARIANTS, fuse_state
 from fedproxy.modeling import load_params, load_pretrained, snapshot
 from fedproxy.report import class_recall, format_recall
 
+from answer_length import words  # benchmarks/diagnostics/answer_length.py, beside this script
+
 
 PARTS = {"all": ("",), "mlp": (".mlp.",), "attn": (".self_attn.",), "norm": ("norm.",)}
 
@@ -54,10 +56,6 @@ def open_run(run: Path, scratch: str):
     return report, ctx, pmap, delta, snapshot(ctx.llm)
 
 
-def _words(outputs: list[str]) -> float:
-    return round(sum(len(o.split()) for o in outputs) / max(1, len(outputs)), 2)
-
-
 def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",), test: bool = True,
          proxy_alone: bool = False) -> dict:
     report, ctx, pmap, delta, llm_state = open_run(run, "fusion_grid")
@@ -65,7 +63,7 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",), test
     if proxy_alone:  # the tuned proxy on its own, on validation: what the fused LLM is compared with
         tuned, _ = load_pretrained(run / "work" / "fedproxy" / "proxy_tuned")
         val = ctx.val_eval(tuned.to(ctx.device), loss=False)
-        alone = {"val_accuracy": headline(val), **({"val_words": _words(val["outputs"])} if "outputs" in val else {})}
+        alone = {"val_accuracy": headline(val), **({"val_words": round(words(val["outputs"]), 2)} if "outputs" in val else {})}
         print(f"{run.name}: the tuned proxy alone: val {alone['val_accuracy']:.3f}"
               + (f" ({alone['val_words']} words)" if "val_words" in alone else ""), flush=True)
         del tuned
@@ -77,7 +75,7 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",), test
                 row = {"part": part, "variant": variant, "scale": scale, "val_accuracy": headline(val)}
                 line = f"{run.name}: {part} {variant} x{scale:g}: val {row['val_accuracy']:.3f}"
                 if "outputs" in val:  # a generation benchmark: how long the answers are
-                    row["val_words"] = _words(val["outputs"])
+                    row["val_words"] = round(words(val["outputs"]), 2)
                     line += f" ({row['val_words']} words)"
                 if test:
                     t = ctx.evaluate(ctx.llm, loss=False)
@@ -87,7 +85,7 @@ def grid(run: Path, scales: list[float], variants=VARIANTS, parts=("all",), test
                         line += f" test {row['test_accuracy']:.3f} (recall " + " ".join(
                             f"{name} {r}" for name, r in zip(ctx.bench.labels, format_recall(row["test_recall"]))) + ")"
                     else:
-                        row["test_words"] = {c: _words(v["outputs"]) for c, v in t["per_client"].items()}
+                        row["test_words"] = {c: round(words(v["outputs"]), 2) for c, v in t["per_client"].items()}
                         line += f" test {row['test_accuracy']:.3f} (words {row['test_words']})"
                 rows.append(row)
                 print(line, flush=True)
