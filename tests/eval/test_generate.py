@@ -31,11 +31,11 @@ def test_evaluation_of_a_generation_benchmark_has_per_example_tables(tiny_cfg, t
     assert set(pooled["per_client"]) == set(ctx.bench.client_names) and "exact_match" in pooled
 
 
-def test_answers_stop_at_a_new_line_token_and_keep_its_text_before_the_line(tiny_cfg, tmp_path):
+def test_answers_stop_at_a_new_line_token_and_keep_its_text_before_the_line(tiny_cfg, tmp_path, monkeypatch):
     import torch
 
     from fedproxy.context import build_context
-    from fedproxy.eval.generate import generate_answers
+    from fedproxy.eval import generate
 
     ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa"]), tmp_path, progress=False)
     enc, examples = ctx.encoder, ctx.bench.server_val[:2]
@@ -43,44 +43,46 @@ def test_answers_stop_at_a_new_line_token_and_keep_its_text_before_the_line(tiny
     enc.__dict__["stop_ids"] = [enc.eos_id, nl]  # as if token 12's text held a new line
     seen = {}
 
-    class Scripted(torch.nn.Module):  # "generates" a, b, <new-line token>, a and a, <eos>
-        def generate(self, input_ids, eos_token_id, **kw):
-            seen["eos"] = eos_token_id
-            tail = torch.tensor([[a, b, nl, a], [a, enc.eos_id, enc.pad_id, enc.pad_id]])
-            return torch.cat([input_ids, tail], dim=1)
+    def scripted(model, ids, mask, max_new, stop_ids):  # "generates" a, b, <new-line token> and a, <eos>
+        seen["stops"] = stop_ids
+        return [[a, b, nl], [a, enc.eos_id]]
 
-    answers = generate_answers(Scripted(), enc, examples, torch.device("cpu"))
-    assert seen["eos"] == [enc.eos_id, nl]
+    monkeypatch.setattr(generate, "greedy_tokens", scripted)
+    answers = generate.generate_answers(ctx.llm, enc, examples, torch.device("cpu"))
+    assert seen["stops"] == [enc.eos_id, nl]
     assert answers == [enc.tok.decode([a, b, nl], skip_special_tokens=True).split("\n")[0].strip(),
                        enc.tok.decode([a], skip_special_tokens=True).strip()]
 
 
-def test_generation_results_follow_the_examples_order_whatever_the_batching(tiny_cfg, tmp_path):
-    from fedproxy.context import build_context
-    from fedproxy.eval.generate import evaluate_generation
+def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa", "data.max_answer=4"]), tmp_path,
-                        progress=False)
-    examples = ctx.bench.server_val
-    fwd = evaluate_generation(ctx.llm, ctx.encoder, examples, ctx.device, batch_size=3)
-    rev = evaluate_generation(ctx.llm, ctx.encoder, examples[::-1], ctx.device, batch_size=5)
-    assert rev["outputs"] == fwd["outputs"][::-1] and rev["scores"] == fwd["scores"][::-1]
-    assert len({len(e.text) for e in examples}) > 1  # the batches really were reordered by length
+    from fedproxy.eval.generate import greedy_tokens
 
-
-def test_score_only_checks_skip_the_reference_pass_and_get_the_same_answers(tiny_cfg, tmp_path):
-    from fedproxy.context import build_context
-
-    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa", "data.max_answer=4"]), tmp_path,
-                        progress=False)
-    calls = []
-    hook = ctx.llm.get_input_embeddings().register_forward_hook(lambda mod, args, out: calls.append(1))
-    full = ctx.val_eval(ctx.llm)
-    n_full, calls[:] = len(calls), []
-    lean = ctx.val_eval(ctx.llm, loss=False)
+    torch.manual_seed(0)  # a random LM with a wide init, so that its greedy continuations differ by row
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5,
+                                         pad_token_id=0, bos_token_id=1, eos_token_id=None)).eval()
+    lengths = [7, 5, 6, 3, 7, 4]  # left padding: prompts of several lengths
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, -n:], mask[i, -n:] = torch.randint(3, 40, (n,)), 1
+    free = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8,
+                          pad_token_id=0)[:, ids.shape[1]:].tolist()
+    assert len({tuple(r) for r in free}) > 2
+    assert greedy_tokens(model, ids, mask, 8, []) == free  # no stop token: every row runs to the end
+    # a stop token that ends some rows early and never comes in others, which run on
+    stop = min(t for r in free for t in r[:-1] if any(t not in other for other in free))
+    expected = [r[: r.index(stop) + 1] if stop in r else r for r in free]
+    stopped = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8,
+                             pad_token_id=0, eos_token_id=[stop])[:, ids.shape[1]:].tolist()
+    assert [r[: len(e)] for r, e in zip(stopped, expected)] == expected
+    rows = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda mod, args, out: rows.append(out.shape[0]))
+    got = greedy_tokens(model, ids, mask, 8, [stop])
     hook.remove()
-    assert "loss" in full and "loss" not in lean
-    assert lean["outputs"] == full["outputs"] and lean["scores"] == full["scores"]
-    assert len(calls) < n_full  # one forward pass less per batch
-    assert ctx.val_accuracy(ctx.llm) == full["score"]
-    assert "loss" not in ctx.evaluate(ctx.llm, per_client=2, loss=False)
+    assert got == expected
+    assert rows[0] == len(lengths) and rows[-1] == sum(len(r) == 8 for r in expected) < len(lengths)
+    assert len(rows) == max(map(len, expected))

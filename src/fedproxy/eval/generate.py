@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import string
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,13 +40,63 @@ def exact_match(prediction: str, reference: str) -> float:
     return float(normalize(prediction) == normalize(reference))
 
 
+def _cache_kwarg(model: nn.Module) -> str:
+    """The name under which this transformers version's forward takes the KV cache (``cache`` from 5.x,
+    ``past_key_values`` before)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
-def generate_answers(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device) -> list[str]:
+def greedy_tokens(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, max_new: int,
+                  stop_ids: list[int]) -> list[list[int]]:
+    """Greedy continuations of the left-padded prompts ``ids`` (``mask``: 1 on prompt tokens), each
+    up to and including its first token in ``stop_ids``, at most ``max_new`` tokens.
+
+    ``model.generate`` would give the same tokens, but it keeps every row of a batch in the forward
+    pass until the last row has stopped; short-answer QA has most answers end in 2-8 tokens and a few
+    run to ``max_new``, so most decode work went to rows already done. Here a row that stops leaves
+    the batch and the KV cache (``Cache.batch_select_indices``). Positions follow the attention mask
+    as in ``generate`` (``_prepare_position_ids_for_generation``). A forward pass over fewer rows can
+    round differently, so a near tie may rarely resolve otherwise than in the full batch, exactly as
+    it may between two batchings of ``generate``."""
+    n = ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    if n == 0 or max_new <= 0:
+        return out
+    stops = torch.tensor(sorted(set(stop_ids)), dtype=torch.long, device=ids.device)
+    rows = torch.arange(n, device=ids.device)  # which input row each batch row is
+    pos = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    kw = {"use_cache": True, "logits_to_keep": 1}
+    cache_key, cache = _cache_kwarg(model), None
+    step_ids, step_pos = ids, pos
+    for _ in range(max_new):
+        res = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, **{cache_key: cache}, **kw)
+        cache = getattr(res, "cache", None) or res.past_key_values
+        nxt = res.logits[:, -1].argmax(-1)
+        for r, t in zip(rows.tolist(), nxt.tolist()):
+            out[r].append(t)
+        going = ~torch.isin(nxt, stops) if len(stops) else torch.ones_like(nxt, dtype=torch.bool)
+        if not bool(going.any()):
+            break
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
+        step_ids, step_pos = nxt[:, None], pos[:, -1:] + 1
+        pos = torch.cat([pos, step_pos], dim=1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+    return out
+
+
+def generate_answers(model: nn.Module, encoder: Encoder, examples: list[Example], device: torch.device,
+                     decode: Callable | None = None) -> list[str]:
     """Greedy answers, at most ``encoder.max_answer`` tokens, cut at end-of-sequence or a new line.
 
     A row stops at its first stop token (:attr:`Encoder.stop_ids`: end-of-sequence or any token
-    holding a new line), so a batch ends when every answer has ended rather than after
-    ``max_answer`` tokens; the answers are the same as generating on and cutting afterwards."""
+    holding a new line) and leaves the batch (:func:`greedy_tokens`); the answers are the same as
+    generating on and cutting afterwards. ``decode`` replaces :func:`greedy_tokens` (same arguments
+    and result), e.g. to compare it with ``model.generate`` (benchmarks/diagnostics/decode_speed.py)."""
     prompts = [encoder.prompt_ids(e.text) for e in examples]
     width = max(map(len, prompts))
     ids = torch.full((len(prompts), width), encoder.pad_id, dtype=torch.long)
@@ -53,15 +105,10 @@ def generate_answers(model: nn.Module, encoder: Encoder, examples: list[Example]
         ids[i, width - len(p):] = torch.tensor(p)
         mask[i, width - len(p):] = 1
     stops = encoder.stop_ids
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                         max_new_tokens=encoder.max_answer, pad_token_id=encoder.pad_id,
-                         eos_token_id=stops or None)
-    stop_set = set(stops)
     answers = []
-    for row in out[:, width:].tolist():
-        end = next((i for i, t in enumerate(row) if t in stop_set), None)
-        if end is not None:  # keep a new-line token's text before its new line; drop end-of-sequence
-            row = row[: end + (row[end] != encoder.eos_id)]
+    for row in (decode or greedy_tokens)(model, ids.to(device), mask.to(device), encoder.max_answer, stops):
+        if row and row[-1] in stops:  # keep a new-line token's text before its new line; drop end-of-sequence
+            row = row[:-1] if row[-1] == encoder.eos_id else row
         answers.append(encoder.tok.decode(row, skip_special_tokens=True).split("\n")[0].strip())
     return answers
 
