@@ -1,16 +1,21 @@
-"""Greedy answers with finished rows leaving the batch vs ``model.generate``: same answers, less time.
+"""Greedy answers the way the evaluation makes them vs the plain way: same answers, less time.
 
 Usage (the figures in docs/results.md, "Cost"):
     python benchmarks/diagnostics/decode_speed.py [--config converge-qa] [--examples 240] [--repeats 2] \
-        [--out runs/decode_speed.json]
+        [--parts answers loss] [--out runs/decode_speed.json]
 
 Answers the server-validation examples of a generation preset (batches of 32 sorted by prompt
 length, as the evaluation does) with the full LLM and with a keep-ratio-0.5 proxy (uniform blocks,
-as benchmarks/perf.py), once through ``model.generate`` (every row stays in the batch until the
-last has stopped) and once through ``fedproxy.eval.generate.greedy_tokens`` (a row leaves the batch
-and the KV cache at its stop token), in one process, alternating, best of ``--repeats``. Prints the
-time ratio, how many answers agree, and the mean and largest answer length in tokens (the longest
-row sets how long ``generate`` runs a batch).
+as benchmarks/perf.py), both ways in one process, alternating, best of ``--repeats``:
+
+- ``answers``: ``model.generate`` (every row stays in the batch until the last has stopped) vs
+  ``fedproxy.eval.generate.greedy_tokens`` (a row leaves the batch and the KV cache at its stop token);
+- ``loss``: answers and the reference's loss, from a loss pass of its own (packed rows,
+  ``objectives.sequence_logprob``) plus ``greedy_tokens`` vs ``greedy_tokens_and_loss`` (one pass
+  over prompt and reference serves both).
+
+Prints the time ratio, how many answers agree, the largest loss difference, and the mean and largest
+answer length in tokens (the longest row sets how long ``generate`` runs a batch).
 """
 
 from __future__ import annotations
@@ -27,8 +32,14 @@ from fedproxy.compress.uniform import uniform_keep
 from fedproxy.config import load_config
 from fedproxy.data import load_benchmark
 from fedproxy.data.encode import Encoder, batches
-from fedproxy.eval.generate import generate_answers, greedy_tokens
+from fedproxy.eval.generate import (
+    answer_texts,
+    greedy_tokens,
+    greedy_tokens_and_loss,
+    left_padded,
+)
 from fedproxy.modeling import blocks, load_pretrained, resolve_checkpoint
+from fedproxy.objectives import sequence_logprob
 
 
 @torch.no_grad()
@@ -40,21 +51,45 @@ def generate_tokens(model, ids: torch.Tensor, mask: torch.Tensor, max_new: int, 
     return [row[: next((i + 1 for i, t in enumerate(row) if t in stops), len(row))] for row in out]
 
 
-def answer_all(model, enc: Encoder, examples, decode) -> tuple[float, list[str], list[int]]:
+def _plain_answers(model, enc: Encoder, chunk) -> tuple[list[list[int]], list[float]]:
+    ids, mask = left_padded(enc, chunk, torch.device("cpu"))
+    return generate_tokens(model, ids, mask, enc.max_answer, enc.stop_ids), []
+
+
+def _answers(model, enc: Encoder, chunk) -> tuple[list[list[int]], list[float]]:
+    ids, mask = left_padded(enc, chunk, torch.device("cpu"))
+    return greedy_tokens(model, ids, mask, enc.max_answer, enc.stop_ids), []
+
+
+@torch.no_grad()
+def _answers_then_loss(model, enc: Encoder, chunk) -> tuple[list[list[int]], list[float]]:
+    gold = enc.batch(chunk, with_label=True)
+    lengths = torch.tensor([len(x) for x in gold.label_ids])
+    nll = (-sequence_logprob(model, gold) / lengths).tolist()
+    return _answers(model, enc, chunk)[0], nll
+
+
+def _answers_and_loss(model, enc: Encoder, chunk) -> tuple[list[list[int]], list[float]]:
+    ids, mask = left_padded(enc, chunk, torch.device("cpu"))
+    rows, nll = greedy_tokens_and_loss(model, ids, mask, [enc.continuation(e) for e in chunk], enc.max_answer,
+                                       enc.stop_ids)
+    return rows, nll.tolist()
+
+
+WAYS = {"answers": (("generate", _plain_answers), ("greedy_tokens", _answers)),
+        "loss": (("loss pass + greedy_tokens", _answers_then_loss), ("greedy_tokens_and_loss", _answers_and_loss))}
+
+
+def answer_all(model, enc: Encoder, examples, way) -> tuple[float, list[str], list[int], list[float]]:
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].text))
-    lengths: list[int] = []
-
-    def counted(*args):
-        rows = decode(*args)
-        lengths.extend(map(len, rows))
-        return rows
-
-    answers = [""] * len(examples)
+    answers, losses, lengths = [""] * len(examples), [0.0] * len(examples), []
     t0 = time.perf_counter()
     for idx in batches(order, 32):
-        for i, a in zip(idx, generate_answers(model, enc, [examples[i] for i in idx], torch.device("cpu"), counted)):
-            answers[i] = a
-    return time.perf_counter() - t0, answers, lengths
+        rows, nll = way(model, enc, [examples[i] for i in idx])
+        lengths.extend(map(len, rows))
+        for k, (i, a) in enumerate(zip(idx, answer_texts(enc, rows))):
+            answers[i], losses[i] = a, nll[k] if nll else 0.0
+    return time.perf_counter() - t0, answers, lengths, losses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="converge-qa", help="a generation preset (its model, data and seed)")
     p.add_argument("--examples", type=int, default=240, help="server-validation examples answered")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--parts", nargs="+", choices=list(WAYS), default=list(WAYS))
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     cfg = load_config(args.config)
@@ -74,25 +110,29 @@ def main(argv: list[str] | None = None) -> int:
     n = len(blocks(llm))
     models = {"full-llm": llm.eval(), "proxy": build_proxy(llm, uniform_keep(n, round(0.5 * n))).eval()}
     rows = []
-    for name, model in models.items():
-        best = {"generate": float("inf"), "greedy_tokens": float("inf")}
-        got = {}
-        for _ in range(args.repeats):
-            for way, decode in (("generate", generate_tokens), ("greedy_tokens", greedy_tokens)):
-                sec, answers, lengths = answer_all(model, enc, examples, decode)
-                best[way], got[way] = min(best[way], sec), (answers, lengths)
-        lengths = got["greedy_tokens"][1]
-        rows.append({"model": name, "examples": len(examples), "generate_s": best["generate"],
-                     "greedy_tokens_s": best["greedy_tokens"], "speedup": best["generate"] / best["greedy_tokens"],
-                     "same_answers": sum(a == b for a, b in zip(*(got[w][0] for w in best))),
-                     "mean_answer_tokens": sum(lengths) / len(lengths), "max_answer_tokens": max(lengths)})
+    for part in args.parts:
+        (old, old_way), (new, new_way) = WAYS[part]
+        for name, model in models.items():
+            best, got = {old: float("inf"), new: float("inf")}, {}
+            for _ in range(args.repeats):
+                for way, fn in ((old, old_way), (new, new_way)):
+                    sec, answers, lengths, losses = answer_all(model, enc, examples, fn)
+                    best[way], got[way] = min(best[way], sec), (answers, lengths, losses)
+            lengths = got[new][1]
+            rows.append({"part": part, "model": name, "examples": len(examples), "before": old, "after": new,
+                         "before_s": best[old], "after_s": best[new], "speedup": best[old] / best[new],
+                         "same_answers": sum(a == b for a, b in zip(got[old][0], got[new][0])),
+                         "max_abs_loss_diff": max(abs(a - b) for a, b in zip(got[old][2], got[new][2])),
+                         "mean_answer_tokens": sum(lengths) / len(lengths), "max_answer_tokens": max(lengths)})
     print(f"{args.config}: {len(examples)} server-validation examples in batches of 32, at most "
           f"{enc.max_answer} answer tokens; threads {torch.get_num_threads()}; best of {args.repeats}")
-    print("| model | generate s | greedy_tokens s | speedup | same answers | answer tokens mean / max |")
-    print("|---|---|---|---|---|---|")
+    print("| model | before | after | before s | after s | speedup | same answers | max loss diff "
+          "| answer tokens mean / max |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['generate_s']:.1f} | {r['greedy_tokens_s']:.1f} | {r['speedup']:.2f}x | "
-              f"{r['same_answers']} of {r['examples']} | {r['mean_answer_tokens']:.1f} / {r['max_answer_tokens']} |")
+        print(f"| {r['model']} | {r['before']} | {r['after']} | {r['before_s']:.1f} | {r['after_s']:.1f} | "
+              f"{r['speedup']:.2f}x | {r['same_answers']} of {r['examples']} | {r['max_abs_loss_diff']:.1e} | "
+              f"{r['mean_answer_tokens']:.1f} / {r['max_answer_tokens']} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"config": args.config, "threads": torch.get_num_threads(), "rows": rows},

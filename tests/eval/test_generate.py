@@ -31,36 +31,58 @@ def test_evaluation_of_a_generation_benchmark_has_per_example_tables(tiny_cfg, t
     assert set(pooled["per_client"]) == set(ctx.bench.client_names) and "exact_match" in pooled
 
 
-def test_answers_stop_at_a_new_line_token_and_keep_its_text_before_the_line(tiny_cfg, tmp_path, monkeypatch):
-    import torch
-
+def test_answers_stop_at_a_new_line_token_and_keep_its_text_before_the_line(tiny_cfg, tmp_path):
     from fedproxy.context import build_context
-    from fedproxy.eval import generate
+    from fedproxy.eval.generate import answer_texts
 
-    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa"]), tmp_path, progress=False)
-    enc, examples = ctx.encoder, ctx.bench.server_val[:2]
+    enc = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa"]), tmp_path, progress=False).encoder
     a, b, nl = 10, 11, 12
     enc.__dict__["stop_ids"] = [enc.eos_id, nl]  # as if token 12's text held a new line
-    seen = {}
-
-    def scripted(model, ids, mask, max_new, stop_ids):  # "generates" a, b, <new-line token> and a, <eos>
-        seen["stops"] = stop_ids
-        return [[a, b, nl], [a, enc.eos_id]]
-
-    monkeypatch.setattr(generate, "greedy_tokens", scripted)
-    answers = generate.generate_answers(ctx.llm, enc, examples, torch.device("cpu"))
-    assert seen["stops"] == [enc.eos_id, nl]
+    # a, b, <new-line token>, as greedy decoding leaves a row that stopped there; a, <eos>; a, b, cut by length
+    answers = answer_texts(enc, [[a, b, nl], [a, enc.eos_id], [a, b]])
     assert answers == [enc.tok.decode([a, b, nl], skip_special_tokens=True).split("\n")[0].strip(),
-                       enc.tok.decode([a], skip_special_tokens=True).strip()]
+                       enc.tok.decode([a], skip_special_tokens=True).strip(),
+                       enc.tok.decode([a, b], skip_special_tokens=True).strip()]
 
 
-def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
+def test_generation_results_follow_the_examples_order_whatever_the_batching(tiny_cfg, tmp_path):
+    from fedproxy.context import build_context
+    from fedproxy.eval.generate import evaluate_generation
+
+    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa", "data.max_answer=4"]), tmp_path,
+                        progress=False)
+    examples = ctx.bench.server_val
+    fwd = evaluate_generation(ctx.llm, ctx.encoder, examples, ctx.device, batch_size=3)
+    rev = evaluate_generation(ctx.llm, ctx.encoder, examples[::-1], ctx.device, batch_size=5)
+    assert rev["outputs"] == fwd["outputs"][::-1] and rev["scores"] == fwd["scores"][::-1]
+    assert len({len(e.text) for e in examples}) > 1  # the batches really were reordered by length
+
+
+def test_the_loss_rides_on_the_answers_forward_passes_and_score_only_checks_get_the_same_answers(tiny_cfg, tmp_path):
+    from fedproxy.context import build_context
+
+    ctx = build_context(tiny_cfg.with_overrides(["data.benchmark=tiny-qa", "data.max_answer=4"]), tmp_path,
+                        progress=False)
+    calls = []
+    hook = ctx.llm.get_input_embeddings().register_forward_hook(lambda mod, args, out: calls.append(1))
+    full = ctx.val_eval(ctx.llm)
+    n_full, calls[:] = len(calls), []
+    lean = ctx.val_eval(ctx.llm, loss=False)
+    hook.remove()
+    assert "loss" in full and "loss" not in lean
+    assert lean["outputs"] == full["outputs"] and lean["scores"] == full["scores"]
+    assert len(calls) == n_full  # the reference's loss takes no forward pass of its own
+    assert ctx.val_accuracy(ctx.llm) == full["score"]
+    assert "loss" not in ctx.evaluate(ctx.llm, per_client=2, loss=False)
+
+
+def _random_lm_and_prompts():
+    """A random LM with a wide init, so that its greedy continuations differ by row, and left-padded
+    prompts of several lengths."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from fedproxy.eval.generate import greedy_tokens
-
-    torch.manual_seed(0)  # a random LM with a wide init, so that its greedy continuations differ by row
+    torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5,
                                          pad_token_id=0, bos_token_id=1, eos_token_id=None)).eval()
@@ -69,6 +91,14 @@ def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
     mask = torch.zeros_like(ids)
     for i, n in enumerate(lengths):
         ids[i, -n:], mask[i, -n:] = torch.randint(3, 40, (n,)), 1
+    return model, ids, mask
+
+
+def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
+    from fedproxy.eval.generate import greedy_tokens
+
+    model, ids, mask = _random_lm_and_prompts()
+    lengths = mask.sum(1).tolist()
     free = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8,
                           pad_token_id=0)[:, ids.shape[1]:].tolist()
     assert len({tuple(r) for r in free}) > 2
@@ -86,3 +116,23 @@ def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
     assert got == expected
     assert rows[0] == len(lengths) and rows[-1] == sum(len(r) == 8 for r in expected) < len(lengths)
     assert len(rows) == max(map(len, expected))
+
+
+def test_the_loss_from_the_answers_pass_is_the_references_loss_and_the_answer_does_not_see_the_reference():
+    import torch
+    import torch.nn.functional as F
+
+    from fedproxy.eval.generate import greedy_tokens, greedy_tokens_and_loss
+
+    model, ids, mask = _random_lm_and_prompts()
+    refs = [[5, 9, 2], [7], [11, 12, 13, 14], [3, 3], [8, 20, 4], [30]]
+    tokens, nll = greedy_tokens_and_loss(model, ids, mask, refs, 8, [])
+    assert tokens == greedy_tokens(model, ids, mask, 8, [])  # the reference, in the cache, is masked out
+    for i, r in enumerate(refs):  # each example alone, unpadded: the mean loss of its reference tokens
+        seq = torch.cat([ids[i][mask[i] == 1], torch.tensor(r)])[None]
+        with torch.no_grad():
+            logits = model(input_ids=seq).logits[0, -len(r) - 1:-1]
+        assert float(nll[i]) == pytest.approx(float(F.cross_entropy(logits, torch.tensor(r))), rel=1e-4)
+    stop = tokens[0][0]
+    short, _ = greedy_tokens_and_loss(model, ids, mask, refs, 8, [stop])
+    assert short == greedy_tokens(model, ids, mask, 8, [stop]) and short[0] == [stop]
