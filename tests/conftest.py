@@ -115,3 +115,29 @@ def pytest_terminal_summary(terminalreporter):
 
         with open(path, "w") as fh:
             json.dump(s, fh, indent=2)
+
+
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text")
+
+
+def tiny_arch_model(kind: str, init: float | None = None):
+    """A tiny random causal LM of a supported architecture (vocabulary 64, 3 blocks); the Gemmas with a
+    sliding window of 8 tokens, so that test sequences outrun it. ``init``: the weights' init std (a wide
+    one makes greedy continuations differ by row)."""
+    import transformers as tf
+
+    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128)
+    if init is not None:
+        common["initializer_range"] = init
+    configs = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, {}),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, {}),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {"head_dim": 8}),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM, {}),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, {"head_dim": 8, "sliding_window": 8}),
+        "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, {"head_dim": 8, "sliding_window": 8}),
+    }
+    config_cls, model_cls, extra = configs[kind]
+    torch.manual_seed(0)
+    return model_cls(config_cls(**common, **extra)).eval()

@@ -7,23 +7,8 @@ import fedproxy.objectives as objectives
 from fedproxy.data.encode import Encoded
 from fedproxy.objectives import _label_index, label_loss, logits_at, pack, padding_fraction, score_first_tokens
 
-
-def _model(kind):
-    import transformers as tf
-
-    common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=128)
-    configs = {
-        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, {}),
-        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, {}),
-        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {"head_dim": 8}),
-        "mistral": (tf.MistralConfig, tf.MistralForCausalLM, {}),
-        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, {"head_dim": 8, "sliding_window": 8}),
-        "gemma3_text": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM, {"head_dim": 8, "sliding_window": 8}),
-    }
-    config_cls, model_cls, extra = configs[kind]
-    torch.manual_seed(0)
-    return model_cls(config_cls(**common, **extra)).eval()
+from tests.conftest import ARCHITECTURES
+from tests.conftest import tiny_arch_model as _model
 
 
 def _batch(lengths, seed=0):
@@ -38,7 +23,7 @@ def _batch(lengths, seed=0):
     return Encoded(ids, mask, torch.tensor([n - 3 for n in lengths]), labels, torch.zeros(len(lengths)))
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text"])
+@pytest.mark.parametrize("kind", ARCHITECTURES)
 def test_packed_logits_equal_padded_logits(kind, monkeypatch):
     monkeypatch.setattr(objectives, "PACK_TOKENS", 24)  # several rows, one sequence longer than the sliding window
     model, batch = _model(kind), _batch([5, 17, 9, 3, 12, 20, 7])

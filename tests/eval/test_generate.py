@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.conftest import ARCHITECTURES, tiny_arch_model
+
 from fedproxy.eval.generate import exact_match, normalize, token_f1
 
 
@@ -76,28 +78,26 @@ def test_the_loss_rides_on_the_answers_forward_passes_and_score_only_checks_get_
     assert "loss" not in ctx.evaluate(ctx.llm, per_client=2, loss=False)
 
 
-def _random_lm_and_prompts():
-    """A random LM with a wide init, so that its greedy continuations differ by row, and left-padded
-    prompts of several lengths."""
+def _random_lm_and_prompts(kind="llama"):
+    """A random LM of architecture ``kind`` with a wide init, so that its greedy continuations differ by
+    row, and left-padded prompts of several lengths (the Gemmas' sliding window is 8 tokens)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.5,
-                                         pad_token_id=0, bos_token_id=1, eos_token_id=None)).eval()
-    lengths = [7, 5, 6, 3, 7, 4]  # left padding: prompts of several lengths
+    model = tiny_arch_model(kind, init=0.5)
+    model.generation_config.eos_token_id = None  # no stop token unless a test names one
+    lengths = [7, 5, 6, 3, 7, 4]
     ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, n in enumerate(lengths):
-        ids[i, -n:], mask[i, -n:] = torch.randint(3, 40, (n,)), 1
+        ids[i, -n:], mask[i, -n:] = torch.randint(3, 64, (n,)), 1
     return model, ids, mask
 
 
-def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch(kind):
     from fedproxy.eval.generate import greedy_tokens
 
-    model, ids, mask = _random_lm_and_prompts()
+    model, ids, mask = _random_lm_and_prompts(kind)
     lengths = mask.sum(1).tolist()
     free = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=8,
                           pad_token_id=0)[:, ids.shape[1]:].tolist()
@@ -118,15 +118,21 @@ def test_greedy_tokens_match_generate_and_finished_rows_leave_the_batch():
     assert len(rows) == max(map(len, expected))
 
 
-def test_the_loss_from_the_answers_pass_is_the_references_loss_and_the_answer_does_not_see_the_reference():
+@pytest.mark.parametrize("kind", ARCHITECTURES)
+def test_the_loss_from_the_answers_pass_is_the_references_loss_and_the_answer_does_not_see_the_reference(kind):
     import torch
     import torch.nn.functional as F
 
     from fedproxy.eval.generate import greedy_tokens, greedy_tokens_and_loss
 
-    model, ids, mask = _random_lm_and_prompts()
+    model, ids, mask = _random_lm_and_prompts(kind)
     refs = [[5, 9, 2], [7], [11, 12, 13, 14], [3, 3], [8, 20, 4], [30]]
+    widths = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda mod, args, out: widths.append(out.shape[1]))
     tokens, nll = greedy_tokens_and_loss(model, ids, mask, refs, 8, [])
+    hook.remove()
+    # one prefill over prompt and reference; two where they and the answer outrun the Gemmas' window of 8
+    assert sum(w > 1 for w in widths) == (2 if kind.startswith("gemma") else 1)
     assert tokens == greedy_tokens(model, ids, mask, 8, [])  # the reference, in the cache, is masked out
     for i, r in enumerate(refs):  # each example alone, unpadded: the mean loss of its reference tokens
         seq = torch.cat([ids[i][mask[i] == 1], torch.tensor(r)])[None]

@@ -52,6 +52,13 @@ def _cache_of(res):
     return cache if cache is not None else res.past_key_values
 
 
+def _sliding_window(model: nn.Module) -> int | None:
+    """The attention window of a model whose layers (some or all) attend to the last tokens only."""
+    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    window = getattr(config.get_text_config(), "sliding_window", None)
+    return window if isinstance(window, int) and window > 0 else None
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Positions from the attention mask, as ``generate`` makes them (``_prepare_position_ids_for_generation``)."""
     return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -113,7 +120,9 @@ def greedy_tokens_and_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tens
     serves both, where a loss pass of its own would run every prompt again. The reference stays in
     the KV cache but is masked out of the answer's attention and its positions are reused, so the
     answer attends to exactly what it would without it (causal attention: the prompt's keys and
-    values do not depend on what follows)."""
+    values do not depend on what follows). A sliding attention window counts cache slots, the
+    reference's among them, so where prompt, reference and answer outrun the window the answer
+    comes from a prefill of the prompt alone (:func:`greedy_tokens`) instead."""
     n, width = ids.shape
     if n == 0:
         return [], torch.zeros(0, device=ids.device)
@@ -124,9 +133,11 @@ def greedy_tokens_and_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tens
     for i, r in enumerate(references):
         ref[i, : len(r)], ref_mask[i, : len(r)] = torch.tensor(r, device=ids.device), 1
     full_mask = torch.cat([mask, ref_mask], dim=1)
+    window = _sliding_window(model)
+    shared = window is None or width + ref.shape[1] + max_new <= window
     stack = backbone(model)
     res = stack(input_ids=torch.cat([ids, ref], dim=1), attention_mask=full_mask, position_ids=_positions(full_mask),
-                use_cache=True, **{_cache_kwarg(stack): None})
+                use_cache=shared, **({_cache_kwarg(stack): None} if shared else {}))
     rows = torch.tensor([i for i, r in enumerate(references) for _ in r], device=ids.device)
     cols = torch.tensor([width - 1 + j for r in references for j in range(len(r))], device=ids.device)
     targets = torch.tensor([t for r in references for t in r], device=ids.device)
@@ -135,6 +146,8 @@ def greedy_tokens_and_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tens
     nll = -torch.zeros(n, device=logp.device).index_add_(0, rows, logp.gather(1, targets[:, None]).squeeze(1)) / lengths
     if max_new <= 0:
         return [[] for _ in range(n)], nll
+    if not shared:
+        return greedy_tokens(model, ids, mask, max_new, stop_ids), nll
     first = logp[torch.cumsum(lengths, 0) - lengths].argmax(-1)  # each row's first entry: the end of its prompt
     answer_mask = torch.cat([mask, torch.zeros_like(ref_mask)], dim=1)  # the reference, hidden from the answer
     return _greedy_from(model, _cache_of(res), first, answer_mask, mask.sum(1), max_new, stop_ids), nll
