@@ -6,7 +6,6 @@ import torch
 import fedproxy.objectives as objectives
 from fedproxy.data.encode import Encoded
 from fedproxy.objectives import _label_index, label_loss, logits_at, pack, padding_fraction, score_first_tokens
-
 from tests.conftest import ARCHITECTURES
 from tests.conftest import tiny_arch_model as _model
 

@@ -2,9 +2,8 @@
 
 import pytest
 
-from tests.conftest import ARCHITECTURES, tiny_arch_model
-
 from fedproxy.eval.generate import exact_match, normalize, token_f1
+from tests.conftest import ARCHITECTURES, tiny_arch_model
 
 
 def test_normalization_and_scores_match_hand_computation():
