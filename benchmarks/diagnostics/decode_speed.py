@@ -126,13 +126,13 @@ def main(argv: list[str] | None = None) -> int:
                          "mean_answer_tokens": sum(lengths) / len(lengths), "max_answer_tokens": max(lengths)})
     print(f"{args.config}: {len(examples)} server-validation examples in batches of 32, at most "
           f"{enc.max_answer} answer tokens; threads {torch.get_num_threads()}; best of {args.repeats}")
-    print("| model | before | after | before s | after s | speedup | same answers | max loss diff "
-          "| answer tokens mean / max |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = {"model": "{model}", "before": "{before}", "after": "{after}", "before s": "{before_s:.1f}",
+               "after s": "{after_s:.1f}", "speedup": "{speedup:.2f}x", "same answers": "{same_answers} of {examples}",
+               "max loss diff": "{max_abs_loss_diff:.1e}",
+               "answer tokens mean / max": "{mean_answer_tokens:.1f} / {max_answer_tokens}"}
+    print("| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|")
     for r in rows:
-        print(f"| {r['model']} | {r['before']} | {r['after']} | {r['before_s']:.1f} | {r['after_s']:.1f} | "
-              f"{r['speedup']:.2f}x | {r['same_answers']} of {r['examples']} | {r['max_abs_loss_diff']:.1e} | "
-              f"{r['mean_answer_tokens']:.1f} / {r['max_answer_tokens']} |")
+        print("| " + " | ".join(f.format(**r) for f in columns.values()) + " |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"config": args.config, "threads": torch.get_num_threads(), "rows": rows},
