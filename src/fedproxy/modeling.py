@@ -262,10 +262,14 @@ def load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
                 own[name].copy_(value.to(own[name].device, own[name].dtype))
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model itself, under a peft wrapper if there is one."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def backbone(model: nn.Module) -> nn.Module:
     """The decoder stack without the LM head (its outputs end with the final norm); peft wrappers unwrapped."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model
+    return unwrapped(model).model
 
 
 def snapshot(model: nn.Module, names: list[str] | None = None) -> dict[str, torch.Tensor]:

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.encode import Encoded, Encoder
-from .modeling import backbone
+from .modeling import backbone, unwrapped
 
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrapped(model)
     cap = getattr(base.config, "final_logit_softcapping", None)
     return backbone(model), base.get_output_embeddings(), cap
 

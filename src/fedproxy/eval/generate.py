@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from ..data.benchmark import Example
-from ..data.encode import Encoder, batches
-from ..modeling import backbone
-from ..objectives import head_logits
+from ..data.encode import Encoded, Encoder, batches
+from ..modeling import backbone, unwrapped
+from ..objectives import _label_index, head_logits
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -43,8 +43,7 @@ def exact_match(prediction: str, reference: str) -> float:
 def _cache_kwarg(module: nn.Module) -> str:
     """The name under which this transformers version's forward takes the KV cache (``cache`` from 5.x,
     ``past_key_values`` before)."""
-    base = module.get_base_model() if hasattr(module, "get_base_model") else module
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(unwrapped(module).forward).parameters else "past_key_values"
 
 
 def _cache_of(res):
@@ -54,8 +53,7 @@ def _cache_of(res):
 
 def _sliding_window(model: nn.Module) -> int | None:
     """The attention window of a model whose layers (some or all) attend to the last tokens only."""
-    config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
-    window = getattr(config.get_text_config(), "sliding_window", None)
+    window = getattr(unwrapped(model).config.get_text_config(), "sliding_window", None)
     return window if isinstance(window, int) and window > 0 else None
 
 
@@ -138,9 +136,8 @@ def greedy_tokens_and_loss(model: nn.Module, ids: torch.Tensor, mask: torch.Tens
     stack = backbone(model)
     res = stack(input_ids=torch.cat([ids, ref], dim=1), attention_mask=full_mask, position_ids=_positions(full_mask),
                 use_cache=shared, **({_cache_kwarg(stack): None} if shared else {}))
-    rows = torch.tensor([i for i, r in enumerate(references) for _ in r], device=ids.device)
-    cols = torch.tensor([width - 1 + j for r in references for j in range(len(r))], device=ids.device)
-    targets = torch.tensor([t for r in references for t in r], device=ids.device)
+    # (row, column, token) of every reference token, the first predicted at the prompt's last column
+    rows, cols, targets = _label_index(Encoded(ids, mask, torch.full((n,), width - 1), references, torch.zeros(n)))
     logp = head_logits(model, res.last_hidden_state[rows, cols]).log_softmax(-1)
     lengths = torch.tensor([len(r) for r in references], device=ids.device)
     nll = -torch.zeros(n, device=logp.device).index_add_(0, rows, logp.gather(1, targets[:, None]).squeeze(1)) / lengths
