@@ -44,3 +44,25 @@ def test_a_record_of_another_experiment_is_not_used(tmp_path):
     assert not ablation._is_record(record, [], 0, "tiny")  # the preset's rounds: another experiment
     assert not ablation._is_record(record, ["fed.rounds=1"], 1, "tiny")  # another seed
     assert not ablation._is_record(record, ["fed.rounds=1", 'methods=["proxy-centralized"]'], 0, "tiny")
+
+
+def test_a_variant_run_into_its_own_record_comes_from_that_record(tmp_path):
+    """A variant too long for one session runs into a seed record of its own; with both folders in --records
+    neither variant runs again, and the share of the centralized gain comes from the record that has them."""
+    records, ablation = benchmark_script("records"), benchmark_script("ablation")
+    main_recs, variant_recs = tmp_path / "records", tmp_path / "records-proxy"
+    for run, recs, extra in ((tmp_path / "run", main_recs, ['methods=["zero-shot","fedproxy","centralized"]']),
+                             (tmp_path / "variant", variant_recs, ['methods=["fedproxy"]', "fed.stop_on=proxy"])):
+        assert main(["run", "--config", "tiny", "--out", str(run), "--quiet",
+                     *[x for o in extra for x in ("--set", o)]]) == 0
+        records.save(run, recs / "seed0.json.gz")
+    variant_score = json.loads((tmp_path / "variant" / "results" / "fedproxy.json").read_text())["score"]
+
+    out = tmp_path / "ablation"
+    assert ablation.main(["--suite", "stopping", "--config", "tiny", "--seeds", "0", "--out", str(out),
+                          "--records", str(main_recs), str(variant_recs)]) == 0
+    summary = json.loads((out / "stopping.json").read_text())
+    assert summary["rows"]["patience on the proxy"]["0"]["fused_accuracy"] == variant_score
+    assert not any((out / "stopping" / "seed0" / d / "work").exists()
+                   for d in ("patience-on-the-fused-llm-at-x1", "patience-on-the-proxy"))
+    assert set(summary["gain_recovered"]) == {"patience on the fused LLM at x1", "patience on the proxy"}
